@@ -1,0 +1,94 @@
+"""python -m bot [run|check]"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import httpx
+from telegram.error import InvalidToken, NetworkError
+
+from bot.app import Drawbridge
+from bot.config import ConfigError, Settings, load_settings
+from bot.logs import setup_logging
+from providers.base import DEFAULT_TIMEOUT
+from providers.registry import Registry
+
+log = logging.getLogger("bot")
+
+USAGE = "usage: python -m bot [run|check]"
+
+
+def build_registry(settings: Settings, client: httpx.AsyncClient) -> Registry:
+    try:
+        return Registry.from_settings(settings, client)
+    except ValueError as exc:
+        raise ConfigError(f"DEFAULT_PROVIDER is invalid: {exc}") from None
+
+
+async def check(settings: Settings) -> int:
+    """Validate the configuration and show each vendor, without starting."""
+    async with httpx.AsyncClient(timeout=DEFAULT_TIMEOUT) as client:
+        registry = build_registry(settings, client)
+        print("Configuration OK")
+        print(f"  Telegram API     {settings.telegram_api_url}")
+        print(f"  Updates          {'webhook ' + settings.telegram_webhook_url if settings.telegram_webhook_url else 'long polling'}")
+        print(f"  Database         {settings.database_url}")
+        print(f"  HTTP server      {settings.http_host}:{settings.http_port}")
+        print(f"  Public base URL  {settings.public_base_url or '(not set: vendors that need image URLs or callbacks are limited)'}")
+        print("Vendors:")
+        probes = await asyncio.gather(*(p.probe() for p in registry.providers.values()))
+        for (vendor_id, provider), probe in zip(registry.providers.items(), probes):
+            available = registry.capabilities(provider)
+            caps = ", ".join(
+                c.value if c in available else f"({c.value}: needs PUBLIC_BASE_URL)"
+                for c in sorted(provider.capabilities)
+            )
+            default = " (default)" if vendor_id == registry.default_id else ""
+            print(f"  {vendor_id}{default}: {caps}")
+            print(f"      {probe}")
+    return 0
+
+
+async def run(settings: Settings) -> int:
+    async with httpx.AsyncClient() as client:
+        build_registry(settings, client)  # settings errors before any network
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    bot = Drawbridge(settings)
+    try:
+        await bot.start()
+    except InvalidToken:
+        log.error("TELEGRAM_BOT_TOKEN was rejected by Telegram")
+        await bot.stop()
+        return 1
+    except (NetworkError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        await bot.stop()
+        return 1
+    await stop.wait()
+    log.info("stopping")
+    await bot.stop()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else "run"
+    if command not in ("run", "check"):
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings()
+        setup_logging(settings.log_level, settings.log_format, settings.secrets())
+        return asyncio.run(check(settings) if command == "check" else run(settings))
+    except ConfigError as exc:
+        print(f"drawbridge: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

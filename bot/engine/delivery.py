@@ -1,0 +1,267 @@
+"""The outbox. Succeeded tasks: download the result at once (vendor URLs
+expire), send it to Telegram, record the file_ids, then mark delivered.
+Failed tasks: tell the user why. Each step retries on its own."""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+
+import httpx
+from telegram import Bot, InlineKeyboardMarkup, InputMediaDocument, InputMediaPhoto, Message, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+
+from bot.engine.downloads import DownloadError, fetch_image, inspect_image
+from bot.engine.loop import StageLoop
+from bot.engine.outcomes import Outcomes
+from bot.engine.progress import short_prompt
+from bot.engine.timing import retry_delay
+from bot.i18n import t
+from bot.keyboards import CallbackCodec, grid_keyboard, single_keyboard
+from storage.models import Task, TaskImage, TaskStatus
+from storage.tasks import TaskRepository
+
+log = logging.getLogger(__name__)
+
+NOTIFIED = 1e15  # next_run_at of a failed task whose user has been told
+CAPTION_PROMPT_CHARS = 700
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+MAX_SEND_ATTEMPTS = 8
+# Telegram's answers that mean "not as a photo", so we send a document instead.
+PHOTO_REFUSALS = ("photo_invalid_dimensions", "image_process_failed", "file is too big", "photo_save_file_invalid")
+
+
+def fits_photo(image: TaskImage) -> bool:
+    """Telegram's sendPhoto limits: 10 MB, width + height ≤ 10000, ratio ≤ 20."""
+    if image.data is None or image.width is None or image.height is None:
+        return False
+    ratio = max(image.width, image.height) / max(1, min(image.width, image.height))
+    return len(image.data) <= MAX_PHOTO_BYTES and image.width + image.height <= 10000 and ratio <= 20
+
+
+def failure_reason(task: Task) -> str:
+    lang, kind = task.language, task.error_kind or "error"
+    if kind.startswith("route_"):
+        return t(lang, "err_" + kind.removeprefix("route_"), provider=task.params.get("provider") or "?", capability=task.kind)
+    if kind == "deadline":
+        return t(lang, "fail_deadline", minutes=max(1, round((task.deadline_at - task.created_at) / 60)))
+    key = f"fail_{kind}"
+    try:
+        return t(lang, key)
+    except KeyError:
+        return t(lang, "fail_error")
+
+
+class Delivery(StageLoop):
+    name = "delivery"
+    statuses = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+    concurrency = 16
+
+    def __init__(
+        self,
+        tasks: TaskRepository,
+        outcomes: Outcomes,
+        bot: Bot,
+        codec: CallbackCodec,
+        http: httpx.AsyncClient,
+        allow_private_urls: bool,
+    ) -> None:
+        super().__init__(tasks)
+        self.outcomes = outcomes
+        self.bot = bot
+        self.codec = codec
+        self.http = http
+        self.allow_private_urls = allow_private_urls
+
+    async def on_unexpected_error(self, task: Task, attempts: int) -> None:
+        if task.status == TaskStatus.SUCCEEDED:
+            await self.outcomes.fail(task, "cannot_deliver", "delivery kept crashing", lease_token=task.lease_token, expect=(TaskStatus.SUCCEEDED,))
+        else:
+            await self.tasks.reschedule(task.id, task.lease_token or "", NOTIFIED)
+
+    async def handle(self, task: Task) -> None:
+        if task.status == TaskStatus.FAILED:
+            await self._notify_failure(task)
+            return
+        images = await self._downloaded_images(task)
+        if images is None:
+            return
+        try:
+            sent = await self._send(task, images)
+        except RetryAfter as exc:
+            await self._retry_later(task, retry_after_seconds(exc))
+            return
+        except Forbidden as exc:
+            log.info("task %s: cannot deliver: %s", task.id, exc.message)
+            await self.outcomes.fail(task, "cannot_deliver", exc.message, lease_token=task.lease_token, expect=(TaskStatus.SUCCEEDED,))
+            return
+        except BadRequest as exc:
+            log.warning("task %s: Telegram refused the result: %s", task.id, exc.message)
+            await self.outcomes.fail(task, "cannot_deliver", exc.message, lease_token=task.lease_token, expect=(TaskStatus.SUCCEEDED,))
+            return
+        except TelegramError as exc:  # network errors, timeouts, 5xx
+            log.warning("task %s: sending failed: %s", task.id, exc)
+            await self._retry_later(task)
+            return
+        if await self.tasks.mark_delivered(task.id, task.lease_token or "", sent):
+            log.info("task %s delivered (%d image(s))", task.id, len(sent))
+            await self.outcomes.reporter.remove(task)
+
+    async def _retry_later(self, task: Task, retry_after: float | None = None) -> None:
+        attempts = task.attempts + 1
+        if attempts > MAX_SEND_ATTEMPTS:
+            await self.outcomes.fail(task, "cannot_deliver", "too many send attempts", lease_token=task.lease_token, expect=(TaskStatus.SUCCEEDED,))
+            return
+        await self.tasks.reschedule(task.id, task.lease_token or "", time.time() + retry_delay(attempts, retry_after), attempts=attempts)
+
+    async def _downloaded_images(self, task: Task) -> list[TaskImage] | None:
+        """Every result image with its bytes checked and stored, or None
+        when this attempt ended (retry scheduled or task failed)."""
+        images = await self.tasks.images(task.id)
+        changed = False
+        for image in images:
+            if image.file_id is not None or image.width is not None:
+                continue
+            try:
+                if image.data is not None:
+                    checked = inspect_image(image.data)
+                elif image.url:
+                    checked = await fetch_image(self.http, image.url, allow_private=self.allow_private_urls)
+                else:
+                    raise DownloadError("result has neither URL nor data", permanent=True)
+            except DownloadError as exc:
+                log.warning("task %s: result %d unusable: %s", task.id, image.idx, exc.reason)
+                if exc.permanent:
+                    await self.outcomes.fail(task, "result_unusable", exc.reason, lease_token=task.lease_token, expect=(TaskStatus.SUCCEEDED,))
+                else:
+                    await self._retry_later(task)
+                return None
+            await self.tasks.store_image_data(task.id, image.idx, checked.data, checked.mime, checked.width, checked.height)
+            changed = True
+        return await self.tasks.images(task.id) if changed else images
+
+    def _caption(self, task: Task) -> str:
+        provider = self.outcomes.registry.get(task.provider or "")
+        vendor = provider.title if provider else (task.provider or "?")
+        prompt = html.escape(short_prompt(task.params.get("prompt") or task.kind, CAPTION_PROMPT_CHARS))
+        caption = t(task.language, "caption", prompt=prompt, vendor=html.escape(vendor), task_id=task.id)
+        if provider is not None and provider.is_sandbox:
+            caption += "\n\n" + t(task.language, "caption_sandbox")
+        return caption
+
+    def _reply_to(self, task: Task, message_id: int | None = None) -> ReplyParameters | None:
+        target = message_id or task.request_message_id
+        if target is None:
+            return None
+        return ReplyParameters(message_id=target, allow_sending_without_reply=True)
+
+    async def _send(self, task: Task, images: list[TaskImage]) -> list[tuple[int, str, int]]:
+        caption = self._caption(task)
+        if len(images) == 1:
+            grid = bool(task.result_meta.get("is_grid"))
+            keyboard = grid_keyboard(self.codec, task.id, 4) if grid else single_keyboard(self.codec, task.id, task.language)
+            message = await self._send_single(task, images[0], caption, keyboard)
+            return [(0, _file_id(message), message.message_id)]
+        return await self._send_album(task, images, caption)
+
+    async def _send_single(self, task: Task, image: TaskImage, caption: str, keyboard: InlineKeyboardMarkup) -> Message:
+        assert image.data is not None
+        common = {
+            "chat_id": task.chat_id,
+            "caption": caption,
+            "parse_mode": ParseMode.HTML,
+            "reply_markup": keyboard,
+            "reply_parameters": self._reply_to(task),
+            "message_thread_id": task.thread_id,
+            "read_timeout": 60,
+            "write_timeout": 60,
+        }
+        if fits_photo(image):
+            try:
+                return await self.bot.send_photo(photo=image.data, **common)
+            except BadRequest as exc:
+                if not any(word in exc.message.lower() for word in PHOTO_REFUSALS):
+                    raise
+                log.info("task %s: photo refused (%s), sending as a document", task.id, exc.message)
+        return await self.bot.send_document(document=image.data, filename=_filename(task, image), **common)
+
+    async def _send_album(self, task: Task, images: list[TaskImage], caption: str) -> list[tuple[int, str, int]]:
+        """Four separate images: an album, then one message carrying the
+        buttons. The album's file_ids are recorded first, so a retry after a
+        failure in between does not send the album twice."""
+        sent = [(i.idx, i.file_id, i.message_id) for i in images if i.file_id is not None and i.message_id is not None]
+        if not sent:
+            as_photos = all(fits_photo(i) for i in images)
+            media: list[InputMediaPhoto | InputMediaDocument] = [
+                (InputMediaPhoto if as_photos else InputMediaDocument)(
+                    i.data if as_photos else (i.data or b""),
+                    caption=caption if i.idx == 0 else None,
+                    parse_mode=ParseMode.HTML,
+                    **({} if as_photos else {"filename": _filename(task, i)}),
+                )
+                for i in images
+            ]
+            messages = await self.bot.send_media_group(
+                task.chat_id, media, reply_parameters=self._reply_to(task),
+                message_thread_id=task.thread_id, read_timeout=90, write_timeout=90,
+            )
+            sent = [(image.idx, _file_id(message), message.message_id) for image, message in zip(images, messages)]
+            await self.tasks.record_sent(task.id, sent)
+        first_message_id = min(message_id for _, _, message_id in sent)
+        await self.bot.send_message(
+            task.chat_id,
+            t(task.language, "grid_prompt"),
+            reply_markup=grid_keyboard(self.codec, task.id, len(images)),
+            reply_parameters=self._reply_to(task, first_message_id),
+            message_thread_id=task.thread_id,
+        )
+        return sent
+
+    async def _notify_failure(self, task: Task) -> None:
+        prompt = html.escape(short_prompt(task.params.get("prompt") or task.kind, 200))
+        text = t(task.language, "failed_task", reason=failure_reason(task), task_id=task.id, prompt=prompt)
+        try:
+            if task.status_message_id is not None:
+                try:
+                    await self.bot.edit_message_text(text, chat_id=task.chat_id, message_id=task.status_message_id, parse_mode=ParseMode.HTML)
+                except BadRequest as exc:
+                    if "not modified" not in exc.message.lower():
+                        await self._send_failure(task, text)
+            else:
+                await self._send_failure(task, text)
+        except (Forbidden, BadRequest) as exc:
+            log.info("task %s: could not tell the user about the failure: %s", task.id, exc.message)
+        except RetryAfter as exc:
+            await self.tasks.reschedule(task.id, task.lease_token or "", time.time() + retry_after_seconds(exc))
+            return
+        except TelegramError as exc:
+            log.warning("task %s: failure notice not sent: %s", task.id, exc)
+            await self.tasks.reschedule(task.id, task.lease_token or "", time.time() + retry_delay(task.attempts + 1), attempts=task.attempts + 1)
+            return
+        await self.tasks.reschedule(task.id, task.lease_token or "", NOTIFIED)
+
+    async def _send_failure(self, task: Task, text: str) -> None:
+        await self.bot.send_message(
+            task.chat_id, text, parse_mode=ParseMode.HTML,
+            reply_parameters=self._reply_to(task), message_thread_id=task.thread_id,
+        )
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    value = exc.retry_after  # int or timedelta, depending on PTB settings
+    return float(value.total_seconds() if hasattr(value, "total_seconds") else value)
+
+
+def _file_id(message: Message) -> str:
+    if message.photo:
+        return message.photo[-1].file_id
+    if message.document:
+        return message.document.file_id
+    raise BadRequest("Telegram answered without a file")
+
+
+def _filename(task: Task, image: TaskImage) -> str:
+    extension = (image.mime or "image/png").split("/")[-1].replace("jpeg", "jpg")
+    return f"drawbridge-{task.id}-{image.idx + 1}.{extension}"

@@ -1,0 +1,111 @@
+"""One scheduler loop per stage. It leases due rows through the
+(status, next_run_at) index, runs each in its own short-lived asyncio task up
+to a concurrency limit, and sleeps until the next row is due or it is woken.
+There is no asyncio task per pending job: ten thousand waiting tasks cost one
+index probe per wake-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from abc import ABC, abstractmethod
+
+from bot.engine.timing import retry_delay
+from storage.models import Task, TaskStatus
+from storage.tasks import TaskRepository
+
+log = logging.getLogger(__name__)
+
+# A handler that crashes this many times in a row gives the task up.
+MAX_UNEXPECTED_ERRORS = 5
+
+
+class StageLoop(ABC):
+    name: str
+    statuses: tuple[TaskStatus, ...]
+    concurrency: int = 32
+    lease_seconds: float = 150.0
+    idle_seconds: float = 5.0  # rescan at least this often (e.g. for expired leases)
+
+    def __init__(self, tasks: TaskRepository) -> None:
+        self.tasks = tasks
+        self._wake = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @abstractmethod
+    async def handle(self, task: Task) -> None:
+        """Do this stage's step for one leased task. The lease token is
+        ``task.lease_token``; every write must compare-and-set on it."""
+
+    async def on_unexpected_error(self, task: Task, attempts: int) -> None:
+        """Give up on a task whose handler keeps crashing (a bug, not a vendor)."""
+
+    async def run(self) -> None:
+        try:
+            while True:
+                free = self.concurrency - len(self._inflight)
+                if free > 0:
+                    self._wake.clear()
+                    try:
+                        leased = await self.tasks.lease_due(self.statuses, free, self.lease_seconds)
+                    except Exception:
+                        log.exception("%s: could not lease due tasks", self.name)
+                        leased = []
+                        await asyncio.sleep(1.0)
+                    for task in leased:
+                        job = asyncio.create_task(self._guarded(task), name=f"{self.name}-{task.id}")
+                        self._inflight.add(job)
+                        job.add_done_callback(self._inflight.discard)
+                    if leased and len(leased) == free:
+                        await asyncio.sleep(0)
+                        continue
+                await self._sleep()
+        finally:
+            for job in list(self._inflight):
+                job.cancel()
+            if self._inflight:
+                await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _sleep(self) -> None:
+        delay = self.idle_seconds
+        if len(self._inflight) < self.concurrency:
+            try:
+                due = await self.tasks.next_due_at(self.statuses)
+            except Exception:
+                due = None
+            if due is not None:
+                delay = min(delay, max(0.0, due - time.time()))
+        if delay <= 0:
+            return
+        waker = asyncio.create_task(self._wake.wait())
+        try:
+            await asyncio.wait({waker, *self._inflight}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waker
+
+    async def _guarded(self, task: Task) -> None:
+        """Finish well inside the lease, so no second worker can take the row
+        while this one still works on it."""
+        try:
+            async with asyncio.timeout(self.lease_seconds - 15):
+                await self.handle(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: task %s failed unexpectedly", self.name, task.id)
+            attempts = task.attempts + 1
+            if attempts >= MAX_UNEXPECTED_ERRORS:
+                await self.on_unexpected_error(task, attempts)
+            else:
+                with contextlib.suppress(Exception):
+                    await self.tasks.reschedule(
+                        task.id, task.lease_token or "", time.time() + retry_delay(attempts),
+                        attempts=attempts,
+                    )

@@ -1,0 +1,112 @@
+"""What a vendor's answer does to a task. Shared by the poller and by vendor
+callbacks, which may race: every write is a compare-and-set, so whichever
+arrives second changes nothing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from bot.engine.progress import StatusReporter, status_text
+from bot.engine.timing import next_poll_delay
+from providers.base import Provider
+from providers.registry import Registry
+from providers.types import JobState, JobStatus
+from storage.models import AT_VENDOR, ACTIVE_STATUSES, Task, TaskStatus
+from storage.tasks import NewImage, TaskRepository
+
+log = logging.getLogger(__name__)
+
+
+class Outcomes:
+    def __init__(
+        self,
+        tasks: TaskRepository,
+        registry: Registry,
+        reporter: StatusReporter,
+        wake_delivery: Callable[[], None],
+    ) -> None:
+        self.tasks = tasks
+        self.registry = registry
+        self.reporter = reporter
+        self.wake_delivery = wake_delivery
+
+    def vendor_title(self, vendor_id: str | None) -> str:
+        provider = self.registry.get(vendor_id) if vendor_id else None
+        return provider.title if provider else (vendor_id or "?")
+
+    async def fail(
+        self,
+        task: Task,
+        kind: str,
+        detail: str = "",
+        *,
+        lease_token: str | None = None,
+        expect: frozenset[TaskStatus] | tuple[TaskStatus, ...] = tuple(ACTIVE_STATUSES),
+    ) -> bool:
+        """Mark the task failed with the reason; delivery tells the user."""
+        failed = await self.tasks.transition(
+            task.id,
+            expect,
+            TaskStatus.FAILED,
+            lease_token=lease_token,
+            error_kind=kind,
+            error_detail=detail[:500],
+            finished_at=time.time(),
+        )
+        if failed:
+            log.info("task %s failed: %s %s", task.id, kind, detail[:200])
+            self.reporter.forget(task.id)
+            self.wake_delivery()
+        return failed
+
+    async def apply(self, task: Task, provider: Provider, state: JobState, lease_token: str | None) -> None:
+        """Record a vendor state. ``lease_token`` is the poller's lease; a
+        callback has none and relies on the status compare-and-set alone."""
+        if state.status == JobStatus.SUCCEEDED:
+            await self._succeed(task, provider, state, lease_token)
+        elif state.status == JobStatus.FAILED:
+            await self.fail(task, state.error_kind or "error", state.error_detail, lease_token=lease_token, expect=AT_VENDOR)
+        else:
+            await self._progress(task, provider, state, lease_token)
+
+    async def _succeed(self, task: Task, provider: Provider, state: JobState, lease_token: str | None) -> None:
+        if not state.images:
+            await self.fail(task, "malformed", "success without images", lease_token=lease_token, expect=AT_VENDOR)
+            return
+        images = [NewImage(url=i.url, data=i.data, seed=i.seed) for i in state.images]
+        meta = {"is_grid": state.is_grid, "vendor_data": state.vendor_data}
+        if await self.tasks.succeed(task.id, AT_VENDOR, images, meta, lease_token=lease_token):
+            log.info("task %s succeeded at %s with %d image(s)", task.id, provider.id, len(images))
+            self.wake_delivery()
+
+    async def _progress(self, task: Task, provider: Provider, state: JobState, lease_token: str | None) -> None:
+        progress = state.progress if state.progress is not None else task.progress
+        fields = {"progress": progress, "queue_position": state.queue_position, "polls": task.polls + 1}
+        if lease_token is None:
+            # A progress callback: note it; the poller's schedule stays.
+            await self.tasks.update(task.id, progress=progress, queue_position=state.queue_position)
+        else:
+            elapsed = time.time() - (task.submitted_at or task.created_at)
+            delay = next_poll_delay(
+                task.polls + 1,
+                elapsed,
+                progress,
+                provider.typical_seconds,
+                has_callback=provider.supports_callbacks and self.registry.has_public_url,
+            )
+            fields["attempts"] = 0
+            next_run_at = time.time() + delay
+            if state.status == JobStatus.RUNNING and task.status == TaskStatus.SUBMITTED:
+                moved = await self.tasks.transition(
+                    task.id, TaskStatus.SUBMITTED, TaskStatus.RUNNING,
+                    lease_token=lease_token, next_run_at=next_run_at, **fields,
+                )
+            else:
+                moved = await self.tasks.reschedule(task.id, lease_token, next_run_at, **fields)
+            if not moved:
+                return
+        fresh = await self.tasks.get(task.id)
+        if fresh is not None and fresh.status in AT_VENDOR:
+            await self.reporter.show(fresh, status_text(fresh, provider.title))

@@ -1,0 +1,110 @@
+"""The interface every vendor adapter implements.
+
+Capabilities and limits are plain class attributes (as in simonw/llm), so the
+registry can route without instantiating anything vendor-specific.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+from providers.errors import JobNotFound, ProviderError
+from providers.types import Capability, JobSpec, JobState, Submitted
+
+# Every vendor call is bounded (VENDORS.md: connect 5 s, read 30 s).
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+class Provider(ABC):
+    id: ClassVar[str]
+    title: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+    # Capabilities that need a public URL (input images or callbacks the vendor
+    # fetches from us); unavailable without PUBLIC_BASE_URL.
+    needs_public_url: ClassVar[frozenset[Capability]] = frozenset()
+    supports_callbacks: ClassVar[bool] = False
+    typical_seconds: ClassVar[float] = 20.0  # first poll lands near this
+    max_images: ClassVar[int] = 4  # per request
+    min_request_interval: ClassVar[float] = 0.0  # seconds between calls (rate limit)
+    max_concurrent_jobs: ClassVar[int] = 20
+    batch_poll_size: ClassVar[int] = 1
+    is_sandbox: ClassVar[bool] = False
+    image_input: ClassVar[Literal["url", "bytes", "data_uri", "none"]] = "url"
+
+    def __init__(self, client: httpx.AsyncClient, base_url: str = "") -> None:
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Any, client: httpx.AsyncClient) -> Provider | None:
+        """The configured adapter, or None when its credentials are not set.
+        ``settings`` is bot.config.Settings, duck-typed so that providers/
+        does not import the bot."""
+
+    def available_capabilities(self, has_public_url: bool) -> frozenset[Capability]:
+        if has_public_url:
+            return self.capabilities
+        return self.capabilities - self.needs_public_url
+
+    @abstractmethod
+    async def submit(self, spec: JobSpec) -> Submitted:
+        """Start a job. Raises a ProviderError."""
+
+    @abstractmethod
+    async def poll(self, job_id: str) -> JobState:
+        """The job's current state. Raises a ProviderError (JobNotFound for an
+        unknown id)."""
+
+    async def poll_many(self, job_ids: Sequence[str]) -> Mapping[str, JobState | ProviderError]:
+        """Several jobs at once; vendors with a batch query override this."""
+        results: dict[str, JobState | ProviderError] = {}
+        for job_id in job_ids:
+            try:
+                results[job_id] = await self.poll(job_id)
+            except ProviderError as exc:
+                results[job_id] = exc
+        return results
+
+    async def find_submitted(self, spec: JobSpec) -> str | None:
+        """The job id of a job submitted earlier under ``spec.business_id``,
+        if the vendor knows it; only for vendors that accept our ids."""
+        job_id = self.job_id_for(spec)
+        if job_id is None:
+            return None
+        try:
+            await self.poll(job_id)
+        except JobNotFound:
+            return None
+        return job_id
+
+    def job_id_for(self, spec: JobSpec) -> str | None:
+        """The job id the vendor will use for ``spec``, for vendors that take
+        our own id: a dispatcher restarted after a crash can then find a job
+        it submitted just before instead of submitting it twice."""
+        return None
+
+    def parse_callback(self, payload: Mapping[str, Any]) -> tuple[str, JobState]:
+        """(job id, state) from a vendor callback body."""
+        raise ProviderError(f"{self.id} has no callbacks")
+
+    callback_answer: ClassVar[dict[str, Any]] = {"ok": True}
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel at the vendor where it allows; False when it does not."""
+        return False
+
+    async def probe(self) -> str:
+        """Reachability for `check` and /providers, without spending a paid
+        call: any HTTP answer from the base URL means the vendor is reachable."""
+        if not self.base_url:
+            return "local"
+        try:
+            response = await self.client.get(self.base_url, timeout=httpx.Timeout(5.0))
+        except httpx.HTTPError as exc:
+            return f"unreachable ({type(exc).__name__})"
+        return f"reachable (HTTP {response.status_code})"

@@ -1,0 +1,307 @@
+"""The only place with SQL for tasks and their result images.
+
+Every status change is a compare-and-set on the expected status (and, for a
+worker, on its lease token), so a poll racing a callback, two workers or a
+double-tapped button can never move a task twice.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from storage.db import Database
+from storage.models import ACTIVE_STATUSES, NewTask, Task, TaskImage, TaskStatus
+
+# Columns a caller may set besides status; names are never taken from input.
+_UPDATABLE = frozenset(
+    {
+        "status_message_id",
+        "provider",
+        "provider_job_id",
+        "progress",
+        "queue_position",
+        "result_meta",
+        "attempts",
+        "polls",
+        "error_kind",
+        "error_detail",
+        "submitted_at",
+        "finished_at",
+        "delivered_at",
+        "deadline_at",
+    }
+)
+_JSON_COLUMNS = frozenset({"result_meta"})
+
+
+@dataclass(frozen=True)
+class NewImage:
+    url: str | None = None
+    data: bytes | None = None
+    mime: str | None = None
+    seed: int | None = None
+
+
+def _statuses(expect: TaskStatus | Iterable[TaskStatus]) -> list[str]:
+    if isinstance(expect, TaskStatus):
+        return [expect.value]
+    return [s.value for s in expect]
+
+
+def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
+    unknown = set(fields) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not an updatable task column: {sorted(unknown)}")
+    sql = "".join(f", {name} = ?" for name in fields)
+    values = [json.dumps(v) if k in _JSON_COLUMNS and v is not None else v for k, v in fields.items()]
+    return sql, values
+
+
+class TaskRepository:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def create(self, new: NewTask) -> Task | None:
+        """Store a new queued task, due at once. None when the same request
+        (chat + message, or parent + action) already made one."""
+        now = self.clock()
+        task_id = await self.db.insert(
+            """INSERT OR IGNORE INTO tasks (
+                kind, status, user_id, chat_id, chat_type, thread_id, request_message_id,
+                language, params, inputs, source, parent_task_id, action_key, provider,
+                business_id, callback_token, next_run_at, deadline_at, created_at, updated_at
+            ) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                new.kind,
+                new.user_id,
+                new.chat_id,
+                new.chat_type,
+                new.thread_id,
+                new.request_message_id,
+                new.language,
+                json.dumps(new.params),
+                json.dumps(new.inputs),
+                json.dumps(new.source) if new.source is not None else None,
+                new.parent_task_id,
+                new.action_key,
+                new.provider,
+                "drawbridge" + secrets.token_hex(10),
+                secrets.token_urlsafe(24),
+                now,
+                new.deadline_at,
+                now,
+                now,
+            ),
+        )
+        return None if task_id is None else await self.get(task_id)
+
+    async def get(self, task_id: int) -> Task | None:
+        row = await self.db.fetchone("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        return Task.from_row(row) if row else None
+
+    async def by_request(self, chat_id: int, message_id: int) -> Task | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM tasks WHERE chat_id = ? AND request_message_id = ?"
+            " AND parent_task_id IS NULL",
+            (chat_id, message_id),
+        )
+        return Task.from_row(row) if row else None
+
+    async def by_action(self, action_key: str) -> Task | None:
+        row = await self.db.fetchone("SELECT * FROM tasks WHERE action_key = ?", (action_key,))
+        return Task.from_row(row) if row else None
+
+    async def by_callback_token(self, token: str) -> Task | None:
+        row = await self.db.fetchone("SELECT * FROM tasks WHERE callback_token = ?", (token,))
+        return Task.from_row(row) if row else None
+
+    async def lease_due(
+        self, statuses: Sequence[TaskStatus], limit: int, lease_seconds: float
+    ) -> list[Task]:
+        """Take up to ``limit`` due rows in these statuses for one worker.
+        The lease is next_run_at pushed ``lease_seconds`` ahead."""
+        now = self.clock()
+        marks = ",".join("?" for _ in statuses)
+        rows = await self.db.fetchall(
+            f"""UPDATE tasks SET lease_token = ?, next_run_at = ?, updated_at = ?
+                WHERE id IN (
+                    SELECT id FROM tasks WHERE status IN ({marks}) AND next_run_at <= ?
+                    ORDER BY next_run_at LIMIT ?)
+                RETURNING *""",
+            (secrets.token_hex(8), now + lease_seconds, now, *[s.value for s in statuses], now, limit),
+        )
+        return sorted((Task.from_row(r) for r in rows), key=lambda t: t.id)
+
+    async def next_due_at(self, statuses: Sequence[TaskStatus]) -> float | None:
+        """When the earliest of these rows comes due (one index probe per status)."""
+        times = []
+        for status in statuses:
+            row = await self.db.fetchone(
+                "SELECT MIN(next_run_at) FROM tasks WHERE status = ?", (status.value,)
+            )
+            if row and row[0] is not None:
+                times.append(row[0])
+        return min(times) if times else None
+
+    async def transition(
+        self,
+        task_id: int,
+        expect: TaskStatus | Iterable[TaskStatus],
+        to: TaskStatus,
+        *,
+        lease_token: str | None = None,
+        next_run_at: float | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Compare-and-set the status; False when someone else moved it first."""
+        sets, values = _assignments(fields)
+        expected = _statuses(expect)
+        marks = ",".join("?" for _ in expected)
+        now = self.clock()
+        sql = (
+            f"UPDATE tasks SET status = ?, lease_token = NULL, next_run_at = ?, updated_at = ?{sets}"
+            f" WHERE id = ? AND status IN ({marks})"
+        )
+        params: list[Any] = [to.value, now if next_run_at is None else next_run_at, now]
+        params += [*values, task_id, *expected]
+        if lease_token is not None:
+            sql += " AND lease_token = ?"
+            params.append(lease_token)
+        return await self.db.execute(sql, params) == 1
+
+    async def reschedule(
+        self, task_id: int, lease_token: str, next_run_at: float, **fields: Any
+    ) -> bool:
+        """Keep the status, release the lease, come back at ``next_run_at``."""
+        sets, values = _assignments(fields)
+        changed = await self.db.execute(
+            f"UPDATE tasks SET lease_token = NULL, next_run_at = ?, updated_at = ?{sets}"
+            " WHERE id = ? AND lease_token = ?",
+            (next_run_at, self.clock(), *values, task_id, lease_token),
+        )
+        return changed == 1
+
+    async def update(self, task_id: int, **fields: Any) -> None:
+        """Set bookkeeping columns that do not decide who owns the task."""
+        sets, values = _assignments(fields)
+        await self.db.execute(
+            f"UPDATE tasks SET updated_at = ?{sets} WHERE id = ?",
+            (self.clock(), *values, task_id),
+        )
+
+    async def succeed(
+        self,
+        task_id: int,
+        expect: Iterable[TaskStatus],
+        images: Sequence[NewImage],
+        result_meta: dict[str, Any],
+        lease_token: str | None = None,
+    ) -> bool:
+        """Move to SUCCEEDED and store the result images in one transaction."""
+        expected = _statuses(expect)
+        marks = ",".join("?" for _ in expected)
+        now = self.clock()
+        sql = (
+            "UPDATE tasks SET status = 'succeeded', lease_token = NULL, next_run_at = ?,"
+            " updated_at = ?, finished_at = ?, progress = 1.0, attempts = 0, result_meta = ?"
+            f" WHERE id = ? AND status IN ({marks})"
+        )
+        params: list[Any] = [now, now, now, json.dumps(result_meta), task_id, *expected]
+        if lease_token is not None:
+            sql += " AND lease_token = ?"
+            params.append(lease_token)
+        async with self.db.transaction() as conn:
+            async with conn.execute(sql, params) as cur:
+                if cur.rowcount != 1:
+                    return False
+            await conn.executemany(
+                "INSERT OR REPLACE INTO task_images (task_id, idx, url, data, mime, seed)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(task_id, i, im.url, im.data, im.mime, im.seed) for i, im in enumerate(images)],
+            )
+        return True
+
+    async def images(self, task_id: int) -> list[TaskImage]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM task_images WHERE task_id = ? ORDER BY idx", (task_id,)
+        )
+        return [TaskImage.from_row(r) for r in rows]
+
+    async def store_image_data(
+        self, task_id: int, idx: int, data: bytes, mime: str, width: int, height: int
+    ) -> None:
+        await self.db.execute(
+            "UPDATE task_images SET data = ?, mime = ?, width = ?, height = ?"
+            " WHERE task_id = ? AND idx = ?",
+            (data, mime, width, height, task_id, idx),
+        )
+
+    async def record_sent(self, task_id: int, sent: Sequence[tuple[int, str, int]]) -> None:
+        """Note images Telegram already accepted, before the delivery is complete."""
+        async with self.db.transaction() as conn:
+            await conn.executemany(
+                "UPDATE task_images SET file_id = ?, message_id = ? WHERE task_id = ? AND idx = ?",
+                [(file_id, message_id, task_id, idx) for idx, file_id, message_id in sent],
+            )
+
+    async def mark_delivered(
+        self, task_id: int, lease_token: str, sent: Sequence[tuple[int, str, int]]
+    ) -> bool:
+        """SUCCEEDED → DELIVERED with the Telegram file_ids of (idx, file_id,
+        message_id); the image bytes are dropped (Telegram keeps the file)."""
+        now = self.clock()
+        async with self.db.transaction() as conn:
+            async with conn.execute(
+                "UPDATE tasks SET status = 'delivered', lease_token = NULL, updated_at = ?,"
+                " delivered_at = ? WHERE id = ? AND status = 'succeeded' AND lease_token = ?",
+                (now, now, task_id, lease_token),
+            ) as cur:
+                if cur.rowcount != 1:
+                    return False
+            await conn.executemany(
+                "UPDATE task_images SET file_id = ?, message_id = ?, data = NULL"
+                " WHERE task_id = ? AND idx = ?",
+                [(file_id, message_id, task_id, idx) for idx, file_id, message_id in sent],
+            )
+        return True
+
+    async def queue_position(self, task: Task) -> int:
+        """1-based place among queued tasks (older first)."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM tasks WHERE status = 'queued' AND id < ?", (task.id,)
+        )
+        return (row[0] if row else 0) + 1
+
+    async def count_active(self, user_id: int) -> int:
+        marks = ",".join("?" for _ in ACTIVE_STATUSES)
+        row = await self.db.fetchone(
+            f"SELECT COUNT(*) FROM tasks WHERE user_id = ? AND status IN ({marks})",
+            (user_id, *[s.value for s in ACTIVE_STATUSES]),
+        )
+        return row[0] if row else 0
+
+    async def count_since(self, user_id: int, since: float) -> int:
+        """Tasks a user started since ``since``; failed ones do not count."""
+        row = await self.db.fetchone(
+            "SELECT COUNT(*) FROM tasks WHERE user_id = ? AND created_at >= ?"
+            " AND status NOT IN ('failed', 'cancelled')",
+            (user_id, since),
+        )
+        return row[0] if row else 0
+
+    async def recent(self, user_id: int, limit: int = 10) -> list[Task]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM tasks WHERE user_id = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+            (user_id, limit),
+        )
+        return [Task.from_row(r) for r in rows]
+
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self.db.fetchall("SELECT status, COUNT(*) FROM tasks GROUP BY status")
+        return {r[0]: r[1] for r in rows}
