@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     aihuihua_api_key: SecretStr | None = None
     aihuihua_base_url: str = "https://api.aihuihua.com"
     sandbox_enabled: bool = False
+    # Not part of the operator contract: how long a sandbox job pretends to take.
+    sandbox_job_seconds: float = Field(default=4.0, ge=0.0, le=600.0)
 
     @field_validator("telegram_bot_token", mode="after")
     @classmethod

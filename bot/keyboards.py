@@ -20,7 +20,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot.i18n import t
 
 MAX_CALLBACK_BYTES = 64
-_PATTERN = re.compile(r"^a:([1-9][0-9]{0,14}):(u[1-4]|v[1-4]|r|U|V):([A-Za-z0-9_-]{8})$")
+_PATTERN = re.compile(r"a:([1-9][0-9]{0,14}):(u[1-4]|v[1-4]|r|U|V):([A-Za-z0-9_-]{8})")
 
 
 class Action(StrEnum):
@@ -63,9 +63,9 @@ class CallbackCodec:
 
     def decode(self, data: str | None) -> ButtonPress | None:
         """The press, or None for anything malformed or forged."""
-        if not data or len(data.encode()) > MAX_CALLBACK_BYTES:
+        if not data or len(data) > MAX_CALLBACK_BYTES:
             return None
-        match = _PATTERN.match(data)
+        match = _PATTERN.fullmatch(data)  # fullmatch: "$" would let a trailing newline in
         if not match:
             return None
         task_id, code, mac = int(match[1]), match[2], match[3]

@@ -113,9 +113,21 @@ def _decode(job_id: str) -> dict:
         raise JobNotFound("not a sandbox job id")
     payload = job_id[3:]
     try:
-        return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        job = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except ValueError:
         raise JobNotFound("unreadable sandbox job id") from None
+    if not _is_job(job):
+        raise JobNotFound("not a sandbox job")
+    return job
+
+
+def _is_job(job: object) -> bool:
+    if not isinstance(job, dict):
+        return False
+    numbers = all(isinstance(job.get(k), (int, float)) and not isinstance(job.get(k), bool) for k in ("seed", "t0", "n"))
+    size = job.get("size")
+    sized = isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and 0 < v <= 4096 for v in size)
+    return numbers and sized and isinstance(job.get("p"), str) and isinstance(job.get("c"), str) and 1 <= job["n"] <= 4
 
 
 def _seed_of(text: str) -> int:

@@ -51,17 +51,21 @@ def bundled_migrations() -> list[Migration]:
 def split_statements(sql: str) -> list[str]:
     """Split a script into complete statements (executescript would commit)."""
     statements, current = [], ""
-    for line in sql.splitlines(keepends=True):
-        current += line
+    *pieces, tail = sql.split(";")
+    for piece in pieces:
+        current += piece + ";"
         if sqlite3.complete_statement(current):
-            if current.strip():
+            if _has_code(current[:-1]):
                 statements.append(current.strip())
             current = ""
-    if current.strip() and not all(
-        part.strip().startswith("--") or not part.strip() for part in current.splitlines()
-    ):
+    if _has_code(current + tail):
         raise ValueError("migration ends with an incomplete statement")
     return statements
+
+
+def _has_code(sql: str) -> bool:
+    """True when ``sql`` holds more than whitespace and -- comments."""
+    return any(line.split("--", 1)[0].strip() for line in sql.splitlines())
 
 
 class Database:

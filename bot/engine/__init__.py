@@ -58,11 +58,15 @@ class Engine:
         gate = VendorGate()
         self.outcomes = Outcomes(store.tasks, registry, self.reporter, wake_delivery=self._wake_delivery)
         self.dispatcher = Dispatcher(
-            store.tasks, registry, self.outcomes, gate, self._resolve_inputs, self._callback_url
+            store.tasks, registry, self.outcomes, gate, self._resolve_inputs, self._callback_url,
+            wake_poller=self._wake_poller,
         )
         self.poller = Poller(store.tasks, registry, self.outcomes, gate)
         self.delivery = Delivery(store.tasks, self.outcomes, bot, codec, http, allow_private_urls)
         self._runners: list[asyncio.Task[None]] = []
+
+    def _wake_poller(self) -> None:
+        self.poller.wake()
 
     def _wake_delivery(self) -> None:
         self.delivery.wake()

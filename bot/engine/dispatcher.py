@@ -38,6 +38,7 @@ class Dispatcher(StageLoop):
         gate: VendorGate,
         resolve_inputs: InputResolver,
         callback_url: Callable[[Task, Provider], str | None],
+        wake_poller: Callable[[], None],
     ) -> None:
         super().__init__(tasks)
         self.registry = registry
@@ -45,6 +46,7 @@ class Dispatcher(StageLoop):
         self.gate = gate
         self.resolve_inputs = resolve_inputs
         self.callback_url = callback_url
+        self.wake_poller = wake_poller
 
     async def on_unexpected_error(self, task: Task, attempts: int) -> None:
         await self.outcomes.fail(task, "error", "dispatcher kept crashing", lease_token=task.lease_token)
@@ -133,6 +135,7 @@ class Dispatcher(StageLoop):
             await provider.cancel(submitted.job_id)
             return
         log.info("task %s submitted to %s as %s", task.id, provider.id, submitted.job_id[:64])
+        self.wake_poller()  # it may be asleep until later than this task's first poll
         fresh = await self.tasks.get(task.id)
         assert fresh is not None
         if submitted.state is not None and submitted.state.finished:

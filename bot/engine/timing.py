@@ -22,7 +22,7 @@ def retry_delay(
 ) -> float:
     """Exponential backoff with jitter for attempt 1, 2, 3…; a vendor's or
     Telegram's Retry-After is a floor."""
-    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    delay = min(cap, base * 2 ** min(30, max(0, attempt - 1)))
     delay = jitter(delay, rng, spread=0.25)
     if retry_after is not None:
         delay = max(delay, retry_after)
@@ -30,9 +30,10 @@ def retry_delay(
 
 
 def first_poll_delay(typical_seconds: float, eta_seconds: float | None) -> float:
-    """The first query lands just before the job is likely done."""
+    """An early first look (a quarter of the expected time): it tells us the
+    queue position and progress, from which the next polls are aimed."""
     expected = eta_seconds if eta_seconds is not None else typical_seconds
-    return max(MIN_POLL_SECONDS, min(MAX_POLL_SECONDS, expected * 0.8))
+    return max(MIN_POLL_SECONDS, min(MAX_POLL_SECONDS, expected * 0.25))
 
 
 def next_poll_delay(
@@ -47,10 +48,10 @@ def next_poll_delay(
     if has_callback:
         return CALLBACK_SAFETY_POLL_SECONDS
     if progress is not None and 0.02 <= progress < 1.0 and elapsed > 0:
+        # Vendors charge per query: aim just past the predicted end rather
+        # than ticking along with the progress bar.
         remaining = elapsed * (1 - progress) / progress
-        # Land a little after the predicted end, but keep the status message
-        # moving: never wait more than a few seconds while far from done.
-        delay = min(remaining * 1.05, 3.0 + remaining * 0.5)
+        delay = remaining * 1.05 + 0.3
     else:
-        delay = typical_seconds * 0.25 * 1.5 ** max(0, polls - 1)
+        delay = typical_seconds * 0.25 * 1.5 ** min(30, max(0, polls - 1))
     return max(MIN_POLL_SECONDS, min(MAX_POLL_SECONDS, delay))

@@ -1,0 +1,149 @@
+"""A user asks for an image and gets it: status message, photo, keyboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.e2e.conftest import ZHIQITE_APP_CODE, make_settings, running_bot
+from tests.fakes.telegram import FakeTelegram
+from tests.fakes.zhiqite import FakeZhiqite
+
+CHAT = USER = 4242
+
+
+def photos(telegram: FakeTelegram, chat_id: int) -> list:
+    return [m for m in telegram.bot_messages(chat_id) if m.photo]
+
+
+async def test_imagine_with_zhiqite_end_to_end(tmp_path: Path, telegram: FakeTelegram, zhiqite: tuple[FakeZhiqite, str]) -> None:
+    vendor, vendor_url = zhiqite
+    settings = make_settings(tmp_path, telegram, zhiqite_app_code=ZHIQITE_APP_CODE, zhiqite_base_url=vendor_url)
+    async with running_bot(settings):
+        request = telegram.user_message(CHAT, USER, "/imagine a red fox --ar 16:9")
+        status = await telegram.wait_for_message(CHAT, lambda m: m.text and "a red fox" in m.text)
+        assert status.reply_to_message_id == request["message_id"]
+        result = await telegram.wait_for_message(CHAT, lambda m: m.photo, timeout=15)
+
+        assert "a red fox" in result.caption
+        assert "#1" in result.caption
+        assert result.reply_to_message_id == request["message_id"]
+        assert result.button_texts == ["⬆️ Upscale", "🎲 Vary", "🔄 Reroll"]
+        width, height = result.photo[-1]["width"], result.photo[-1]["height"]
+        assert abs(width / height - 16 / 9) < 0.05
+        # The status message goes once the result is out.
+        await telegram.wait_for(lambda: telegram.message(CHAT, status.message_id).deleted)
+
+        submits = vendor.api_requests("saas/sd/v2/text2image")
+        assert len(submits) == 1
+        body = submits[0].body
+        assert body["prompt"] == "a red fox"
+        assert (body["width"], body["height"]) in {(768, 432), (1024, 576)}
+    assert len(photos(telegram, CHAT)) == 1
+
+
+async def test_sandbox_when_no_vendor_is_configured(tmp_path: Path, telegram: FakeTelegram) -> None:
+    settings = make_settings(tmp_path, telegram)
+    async with running_bot(settings):
+        telegram.user_message(CHAT, USER, "/imagine a red fox --ar 16:9")
+        result = await telegram.wait_for_message(CHAT, lambda m: m.photo, timeout=15)
+    assert "Sandbox" in result.caption
+    assert result.button_texts == ["⬆️ Upscale", "🎲 Vary", "🔄 Reroll"]
+    assert abs(result.photo[-1]["width"] / result.photo[-1]["height"] - 16 / 9) < 0.05
+
+
+async def test_four_images_arrive_as_album_with_grid_buttons(tmp_path: Path, telegram: FakeTelegram) -> None:
+    settings = make_settings(tmp_path, telegram)
+    async with running_bot(settings):
+        telegram.user_message(CHAT, USER, "/imagine lighthouse at dusk --n 4")
+        buttons = await telegram.wait_for_message(CHAT, lambda m: m.reply_markup and "U1" in m.button_texts, timeout=15)
+    album = photos(telegram, CHAT)
+    assert len(album) == 4
+    assert len({m.media_group_id for m in album}) == 1
+    assert buttons.button_texts == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "🔄"]
+    assert buttons.reply_to_message_id == album[0].message_id
+
+
+async def test_plain_text_in_private_chat_is_a_prompt(tmp_path: Path, telegram: FakeTelegram) -> None:
+    async with running_bot(make_settings(tmp_path, telegram)):
+        telegram.user_message(CHAT, USER, "a quiet harbour")
+        result = await telegram.wait_for_message(CHAT, lambda m: m.photo, timeout=15)
+    assert "a quiet harbour" in result.caption
+
+
+async def test_bad_flag_gets_one_line_and_nothing_is_submitted(tmp_path: Path, telegram: FakeTelegram) -> None:
+    async with running_bot(make_settings(tmp_path, telegram)) as bot:
+        telegram.user_message(CHAT, USER, "/imagine a fox --ar 1:9")
+        error = await telegram.wait_for_message(CHAT)
+        telegram.user_message(CHAT, USER, "/imagine a fox --n 7")
+        error2 = await telegram.wait_for_message(CHAT, after_message_id=error.message_id)
+        telegram.user_message(CHAT, USER, "/imagine a fox --colour red")
+        error3 = await telegram.wait_for_message(CHAT, after_message_id=error2.message_id)
+        assert await bot.store.tasks.recent(USER) == []
+    assert "--ar" in error.text and "\n" not in error.text
+    assert "--n" in error2.text and "1" in error2.text and "4" in error2.text
+    assert "--colour" in error3.text
+
+
+async def test_progress_is_shown_while_the_vendor_works(tmp_path: Path, telegram: FakeTelegram, zhiqite: tuple[FakeZhiqite, str]) -> None:
+    vendor, vendor_url = zhiqite
+    vendor.run_seconds = 6.0
+    settings = make_settings(tmp_path, telegram, zhiqite_app_code=ZHIQITE_APP_CODE, zhiqite_base_url=vendor_url)
+    async with running_bot(settings):
+        telegram.user_message(CHAT, USER, "/imagine slow painting")
+        status = await telegram.wait_for_message(CHAT, lambda m: m.text and "slow painting" in m.text)
+        await telegram.wait_for_message(CHAT, lambda m: m.photo, timeout=20)
+    edits = [c.params["text"] for c in telegram.calls("editMessageText", CHAT) if c.params["message_id"] == status.message_id]
+    assert any("▓" in text and "%" in text for text in edits), edits
+
+
+async def test_chinese_user_gets_chinese_help_and_commands_in_both_languages(tmp_path: Path, telegram: FakeTelegram) -> None:
+    async with running_bot(make_settings(tmp_path, telegram)):
+        telegram.user_message(CHAT, USER, "/start", language_code="zh-hans")
+        greeting = await telegram.wait_for_message(CHAT)
+    assert "你好" in greeting.text
+    english = dict(telegram.commands_for("default", ""))
+    chinese = dict(telegram.commands_for("default", "zh"))
+    assert set(english) == set(chinese) >= {"imagine", "tasks", "help"}
+    assert english["imagine"] != chinese["imagine"]
+
+
+async def test_tasks_lists_the_users_tasks(tmp_path: Path, telegram: FakeTelegram) -> None:
+    async with running_bot(make_settings(tmp_path, telegram)):
+        telegram.user_message(CHAT, USER, "/imagine first picture")
+        await telegram.wait_for_message(CHAT, lambda m: m.photo, timeout=15)
+        last = telegram.last_bot_message(CHAT)
+        telegram.user_message(CHAT, USER, "/tasks")
+        listing = await telegram.wait_for_message(CHAT, lambda m: m.text and "#1" in m.text, after_message_id=last.message_id)
+    assert "first picture" in listing.text
+    assert "✅" in listing.text
+
+
+async def test_telegram_429_on_send_photo_is_retried_once(tmp_path: Path, telegram: FakeTelegram) -> None:
+    telegram.fail_next("sendPhoto", error_code=429, retry_after=1)
+    async with running_bot(make_settings(tmp_path, telegram)):
+        telegram.user_message(CHAT, USER, "/imagine patient fox")
+        await telegram.wait_for_message(CHAT, lambda m: m.photo, timeout=20)
+        await telegram.wait_for(lambda: len(telegram.calls("sendPhoto")) >= 2)
+    assert len(photos(telegram, CHAT)) == 1
+
+
+async def test_vendor_callback_delivers_the_result(tmp_path: Path, telegram: FakeTelegram, zhiqite: tuple[FakeZhiqite, str]) -> None:
+    from tests.e2e.conftest import free_port
+
+    vendor, vendor_url = zhiqite
+    vendor.callback_delay_scale = 0.01
+    port = free_port()
+    settings = make_settings(
+        tmp_path, telegram, zhiqite_app_code=ZHIQITE_APP_CODE, zhiqite_base_url=vendor_url,
+        http_port=port, public_base_url=f"http://127.0.0.1:{port}",
+    )
+    async with running_bot(settings):
+        telegram.user_message(CHAT, USER, "/imagine called back")
+        await telegram.wait_for_message(CHAT, lambda m: m.photo, timeout=15)
+        callbacks = await vendor.wait_for_callbacks(1)
+    assert callbacks[0].accepted and json.loads(callbacks[0].answer) == {"code": "200"}
+    body = vendor.api_requests("saas/sd/v2/text2image")[0].body
+    assert body["callbackUrl"].startswith(f"http://127.0.0.1:{port}/callbacks/zhiqite/")
+    # With a callback on its way, the poller stays quiet.
+    assert len(vendor.api_requests("saas/sd/v2/queryTaskInfo")) <= 1
