@@ -127,7 +127,9 @@ class WebServer:
 
     def __init__(self, app: Starlette, host: str, port: int) -> None:
         self.host, self.requested_port = host, port
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=3
+        )
         self.server = uvicorn.Server(config)
         self._socket: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None

@@ -86,9 +86,9 @@ class StageLoop(ABC):
         try:
             await asyncio.wait({waker, *self._inflight}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # Not awaited: awaiting it under suppress(CancelledError) would
+            # swallow a cancellation of this loop that arrives meanwhile.
             waker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waker
 
     async def _guarded(self, task: Task) -> None:
         """Finish well inside the lease, so no second worker can take the row
