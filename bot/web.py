@@ -89,8 +89,8 @@ def build_web_app(
         item = await store.media.valid(request.path_params["token"])
         if item is None:
             return Response(status_code=404)
-        data = media_cache.get(item.file_id)
-        if data is None:
+        data = item.data or media_cache.get(item.file_id or "")
+        if data is None and item.file_id is not None:
             try:
                 telegram_file = await bot.get_file(item.file_id)
                 data = bytes(await telegram_file.download_as_bytearray())
@@ -98,6 +98,7 @@ def build_web_app(
                 log.warning("media %s: Telegram file unavailable: %s", item.token[:6], type(exc).__name__)
                 return Response(status_code=502)
             media_cache.put(item.file_id, data)
+        assert data is not None
         return Response(data, media_type=item.mime, headers={"Cache-Control": "private, max-age=300"})
 
     async def webhook(request: Request) -> Response:

@@ -66,7 +66,8 @@ class Sandbox(Provider):
     async def submit(self, spec: JobSpec) -> Submitted:
         if spec.capability not in self.capabilities:
             raise BadRequest(f"sandbox cannot do {spec.capability}")
-        if spec.images:
+        base = _source_job(spec)
+        if base is None and spec.images:
             images = _transform(spec)
             state = JobState(status=JobStatus.SUCCEEDED, progress=1.0, images=images)
             return Submitted(job_id=f"sync-{spec.business_id}", state=state)
@@ -77,9 +78,8 @@ class Sandbox(Provider):
             "n": spec.params.n,
             "seed": spec.params.seed if spec.params.seed is not None else _seed_of(spec.business_id),
         }
-        if spec.source is not None:
-            # Actions on our own results re-draw from the source job itself.
-            base = _decode(spec.source.job_id)
+        if base is not None and spec.source is not None:
+            # Actions on our own drawings re-draw from the source job itself.
             job.update(p=base["p"], size=base["size"], n=1)
             if spec.capability == Capability.UPSCALE:
                 job.update(seed=base["seed"] + spec.source.index, scale=2)
@@ -101,6 +101,17 @@ class Sandbox(Provider):
             return JobState(status=JobStatus.RUNNING, progress=fraction, preview=preview)
         images = [ResultImage(data=_render(job, i), seed=job["seed"] + i) for i in range(job["n"])]
         return JobState(status=JobStatus.SUCCEEDED, progress=1.0, images=images)
+
+
+def _source_job(spec: JobSpec) -> dict | None:
+    """The sandbox job an action starts from, when it is one of ours that
+    can be re-drawn (image-input jobs answered at once cannot)."""
+    if spec.source is None or spec.source.provider != Sandbox.id:
+        return None
+    try:
+        return _decode(spec.source.job_id)
+    except JobNotFound:
+        return None
 
 
 def _encode(job: dict) -> str:

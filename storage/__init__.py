@@ -10,6 +10,7 @@ from pathlib import Path
 
 from storage.accounts import AccountRepository
 from storage.db import Database
+from storage.flows import FlowRepository
 from storage.media import MediaRepository
 from storage.tasks import TaskRepository
 
@@ -20,6 +21,7 @@ class Store:
     tasks: TaskRepository
     accounts: AccountRepository
     media: MediaRepository
+    flows: FlowRepository
 
     @classmethod
     async def open(cls, path: str | Path, clock: Callable[[], float] = time.time) -> "Store":
@@ -29,6 +31,7 @@ class Store:
             tasks=TaskRepository(db, clock),
             accounts=AccountRepository(db, clock),
             media=MediaRepository(db, clock),
+            flows=FlowRepository(db, clock),
         )
 
     async def close(self) -> None:

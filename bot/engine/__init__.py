@@ -13,21 +13,22 @@ from telegram import Bot
 
 from bot.engine.delivery import Delivery
 from bot.engine.dispatcher import Dispatcher
+from bot.engine.inputs import InputResolver
 from bot.engine.outcomes import Outcomes
 from bot.engine.poller import Poller
 from bot.engine.progress import StatusReporter
 from bot.engine.ratelimit import VendorGate
+from bot.engine.sender import ResultSender
 from bot.keyboards import CallbackCodec
 from providers.base import Provider
 from providers.errors import ProviderError
 from providers.registry import Registry
-from providers.types import InputImage
 from storage import Store
 from storage.models import Task
 
 log = logging.getLogger(__name__)
 
-MEDIA_TTL_SECONDS = 3600.0
+HOUSEKEEPING_SECONDS = 600.0
 
 
 class CallbackRejected(Exception):
@@ -58,11 +59,13 @@ class Engine:
         gate = VendorGate()
         self.outcomes = Outcomes(store.tasks, registry, self.reporter, wake_delivery=self._wake_delivery)
         self.dispatcher = Dispatcher(
-            store.tasks, registry, self.outcomes, gate, self._resolve_inputs, self._callback_url,
+            store.tasks, registry, self.outcomes, gate,
+            InputResolver(bot, store.media, public_base_url), self._callback_url,
             wake_poller=self._wake_poller,
         )
         self.poller = Poller(store.tasks, registry, self.outcomes, gate)
-        self.delivery = Delivery(store.tasks, self.outcomes, bot, codec, http, allow_private_urls)
+        self.sender = ResultSender(bot, codec, registry)
+        self.delivery = Delivery(store.tasks, self.outcomes, bot, self.sender, http, allow_private_urls)
         self._runners: list[asyncio.Task[None]] = []
 
     def _wake_poller(self) -> None:
@@ -79,6 +82,7 @@ class Engine:
             asyncio.create_task(stage.run(), name=stage.name)
             for stage in (self.dispatcher, self.poller, self.delivery)
         ]
+        self._runners.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
 
     async def stop(self) -> None:
         for runner in self._runners:
@@ -88,26 +92,20 @@ class Engine:
                 await runner
         self._runners = []
 
+    async def _housekeeping(self) -> None:
+        """Drop expired /media links and finished conversations now and then."""
+        while True:
+            try:
+                await self.store.media.purge_expired()
+                await self.store.flows.purge_expired()
+            except Exception:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
     def _callback_url(self, task: Task, provider: Provider) -> str | None:
         if not (provider.supports_callbacks and self.public_base_url and task.callback_token):
             return None
         return f"{self.public_base_url}/callbacks/{provider.id}/{task.callback_token}"
-
-    async def _resolve_inputs(self, task: Task, provider: Provider) -> tuple[InputImage, ...]:
-        """Input images as bytes, plus an expiring /media link when vendors
-        can reach us. The Telegram file URL itself is never handed out."""
-        images = []
-        for item in task.inputs:
-            telegram_file = await self.bot.get_file(item["file_id"])
-            data = bytes(await telegram_file.download_as_bytearray())
-            url = None
-            if self.public_base_url:
-                media = await self.store.media.create(
-                    item["file_id"], item.get("mime", "image/jpeg"), MEDIA_TTL_SECONDS, task.id
-                )
-                url = f"{self.public_base_url}/media/{media.token}"
-            images.append(InputImage(data=data, mime=item.get("mime", "image/jpeg"), url=url))
-        return tuple(images)
 
     async def on_callback(self, vendor_id: str, token: str, payload: Any) -> dict[str, Any]:
         """Apply a vendor callback. The per-task token authenticates it."""

@@ -9,7 +9,7 @@ import logging
 import time
 
 import httpx
-from telegram import Bot, InlineKeyboardMarkup, InputMediaDocument, InputMediaPhoto, Message, ReplyParameters
+from telegram import Bot, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 
@@ -19,26 +19,14 @@ from bot.engine.outcomes import Outcomes
 from bot.engine.progress import short_prompt
 from bot.engine.timing import retry_delay
 from bot.i18n import t
-from bot.keyboards import CallbackCodec, grid_keyboard, single_keyboard
+from bot.engine.sender import ResultSender
 from storage.models import Task, TaskImage, TaskStatus
 from storage.tasks import TaskRepository
 
 log = logging.getLogger(__name__)
 
 NOTIFIED = 1e15  # next_run_at of a failed task whose user has been told
-CAPTION_PROMPT_CHARS = 700
-MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_SEND_ATTEMPTS = 8
-# Telegram's answers that mean "not as a photo", so we send a document instead.
-PHOTO_REFUSALS = ("photo_invalid_dimensions", "image_process_failed", "file is too big", "photo_save_file_invalid")
-
-
-def fits_photo(image: TaskImage) -> bool:
-    """Telegram's sendPhoto limits: 10 MB, width + height ≤ 10000, ratio ≤ 20."""
-    if image.data is None or image.width is None or image.height is None:
-        return False
-    ratio = max(image.width, image.height) / max(1, min(image.width, image.height))
-    return len(image.data) <= MAX_PHOTO_BYTES and image.width + image.height <= 10000 and ratio <= 20
 
 
 def failure_reason(task: Task) -> str:
@@ -64,14 +52,14 @@ class Delivery(StageLoop):
         tasks: TaskRepository,
         outcomes: Outcomes,
         bot: Bot,
-        codec: CallbackCodec,
+        sender: ResultSender,
         http: httpx.AsyncClient,
         allow_private_urls: bool,
     ) -> None:
         super().__init__(tasks)
         self.outcomes = outcomes
         self.bot = bot
-        self.codec = codec
+        self.sender = sender
         self.http = http
         self.allow_private_urls = allow_private_urls
 
@@ -88,8 +76,12 @@ class Delivery(StageLoop):
         images = await self._downloaded_images(task)
         if images is None:
             return
+        already = [(i.idx, i.file_id, i.message_id) for i in images if i.file_id and i.message_id]
         try:
-            sent = await self._send(task, images)
+            sent = await self.sender.send(
+                task, images, chat_id=task.chat_id, reply_to=task.request_message_id, thread_id=task.thread_id,
+                record_sent=lambda done: self.tasks.record_sent(task.id, done), already_sent=already,
+            )
         except RetryAfter as exc:
             await self._retry_later(task, retry_after_seconds(exc))
             return
@@ -142,83 +134,6 @@ class Delivery(StageLoop):
             changed = True
         return await self.tasks.images(task.id) if changed else images
 
-    def _caption(self, task: Task) -> str:
-        provider = self.outcomes.registry.get(task.provider or "")
-        vendor = provider.title if provider else (task.provider or "?")
-        prompt = html.escape(short_prompt(task.params.get("prompt") or task.kind, CAPTION_PROMPT_CHARS))
-        caption = t(task.language, "caption", prompt=prompt, vendor=html.escape(vendor), task_id=task.id)
-        if provider is not None and provider.is_sandbox:
-            caption += "\n\n" + t(task.language, "caption_sandbox")
-        return caption
-
-    def _reply_to(self, task: Task, message_id: int | None = None) -> ReplyParameters | None:
-        target = message_id or task.request_message_id
-        if target is None:
-            return None
-        return ReplyParameters(message_id=target, allow_sending_without_reply=True)
-
-    async def _send(self, task: Task, images: list[TaskImage]) -> list[tuple[int, str, int]]:
-        caption = self._caption(task)
-        if len(images) == 1:
-            grid = bool(task.result_meta.get("is_grid"))
-            keyboard = grid_keyboard(self.codec, task.id, 4) if grid else single_keyboard(self.codec, task.id, task.language)
-            message = await self._send_single(task, images[0], caption, keyboard)
-            return [(0, _file_id(message), message.message_id)]
-        return await self._send_album(task, images, caption)
-
-    async def _send_single(self, task: Task, image: TaskImage, caption: str, keyboard: InlineKeyboardMarkup) -> Message:
-        assert image.data is not None
-        common = {
-            "chat_id": task.chat_id,
-            "caption": caption,
-            "parse_mode": ParseMode.HTML,
-            "reply_markup": keyboard,
-            "reply_parameters": self._reply_to(task),
-            "message_thread_id": task.thread_id,
-            "read_timeout": 60,
-            "write_timeout": 60,
-        }
-        if fits_photo(image):
-            try:
-                return await self.bot.send_photo(photo=image.data, **common)
-            except BadRequest as exc:
-                if not any(word in exc.message.lower() for word in PHOTO_REFUSALS):
-                    raise
-                log.info("task %s: photo refused (%s), sending as a document", task.id, exc.message)
-        return await self.bot.send_document(document=image.data, filename=_filename(task, image), **common)
-
-    async def _send_album(self, task: Task, images: list[TaskImage], caption: str) -> list[tuple[int, str, int]]:
-        """Four separate images: an album, then one message carrying the
-        buttons. The album's file_ids are recorded first, so a retry after a
-        failure in between does not send the album twice."""
-        sent = [(i.idx, i.file_id, i.message_id) for i in images if i.file_id is not None and i.message_id is not None]
-        if not sent:
-            as_photos = all(fits_photo(i) for i in images)
-            media: list[InputMediaPhoto | InputMediaDocument] = [
-                (InputMediaPhoto if as_photos else InputMediaDocument)(
-                    i.data if as_photos else (i.data or b""),
-                    caption=caption if i.idx == 0 else None,
-                    parse_mode=ParseMode.HTML,
-                    **({} if as_photos else {"filename": _filename(task, i)}),
-                )
-                for i in images
-            ]
-            messages = await self.bot.send_media_group(
-                task.chat_id, media, reply_parameters=self._reply_to(task),
-                message_thread_id=task.thread_id, read_timeout=90, write_timeout=90,
-            )
-            sent = [(image.idx, _file_id(message), message.message_id) for image, message in zip(images, messages)]
-            await self.tasks.record_sent(task.id, sent)
-        first_message_id = min(message_id for _, _, message_id in sent)
-        await self.bot.send_message(
-            task.chat_id,
-            t(task.language, "grid_prompt"),
-            reply_markup=grid_keyboard(self.codec, task.id, len(images)),
-            reply_parameters=self._reply_to(task, first_message_id),
-            message_thread_id=task.thread_id,
-        )
-        return sent
-
     async def _notify_failure(self, task: Task) -> None:
         prompt = html.escape(short_prompt(task.params.get("prompt") or task.kind, 200))
         text = t(task.language, "failed_task", reason=failure_reason(task), task_id=task.id, prompt=prompt)
@@ -245,23 +160,11 @@ class Delivery(StageLoop):
     async def _send_failure(self, task: Task, text: str) -> None:
         await self.bot.send_message(
             task.chat_id, text, parse_mode=ParseMode.HTML,
-            reply_parameters=self._reply_to(task), message_thread_id=task.thread_id,
+            reply_parameters=ReplyParameters(task.request_message_id, allow_sending_without_reply=True) if task.request_message_id else None,
+            message_thread_id=task.thread_id,
         )
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
     value = exc.retry_after  # int or timedelta, depending on PTB settings
     return float(value.total_seconds() if hasattr(value, "total_seconds") else value)
-
-
-def _file_id(message: Message) -> str:
-    if message.photo:
-        return message.photo[-1].file_id
-    if message.document:
-        return message.document.file_id
-    raise BadRequest("Telegram answered without a file")
-
-
-def _filename(task: Task, image: TaskImage) -> str:
-    extension = (image.mime or "image/png").split("/")[-1].replace("jpeg", "jpg")
-    return f"drawbridge-{task.id}-{image.idx + 1}.{extension}"

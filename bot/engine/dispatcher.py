@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from bot.engine.inputs import InputError
 from bot.engine.loop import StageLoop
 from bot.engine.outcomes import Outcomes
 from bot.engine.progress import status_text
@@ -22,8 +23,10 @@ from storage.tasks import TaskRepository
 
 log = logging.getLogger(__name__)
 
+MAX_INPUT_ATTEMPTS = 5
+
 # Builds the images a job needs (bytes + /media URL) from the task's inputs.
-InputResolver = Callable[[Task, Provider], Awaitable[tuple[InputImage, ...]]]
+ResolveInputs = Callable[[Task, Provider], Awaitable[tuple[InputImage, ...]]]
 
 
 class Dispatcher(StageLoop):
@@ -36,7 +39,7 @@ class Dispatcher(StageLoop):
         registry: Registry,
         outcomes: Outcomes,
         gate: VendorGate,
-        resolve_inputs: InputResolver,
+        resolve_inputs: ResolveInputs,
         callback_url: Callable[[Task, Provider], str | None],
         wake_poller: Callable[[], None],
     ) -> None:
@@ -69,6 +72,12 @@ class Dispatcher(StageLoop):
             try:
                 spec = await self._spec(task, provider, params, capability)
                 submitted = await self._submit(task, provider, spec)
+            except InputError as exc:
+                if exc.transient and task.attempts + 1 < MAX_INPUT_ATTEMPTS:
+                    await self.tasks.reschedule(task.id, task.lease_token or "", time.time() + retry_delay(task.attempts + 1), attempts=task.attempts + 1)
+                else:
+                    await self.outcomes.fail(task, "bad_input", exc.reason, lease_token=task.lease_token)
+                return
             except ProviderError as exc:
                 self.registry.record_failure(provider.id, exc)
                 log.warning("task %s: submit to %s failed: %s (%s)", task.id, provider.id, exc.kind, exc.vendor_message[:200])
@@ -95,7 +104,7 @@ class Dispatcher(StageLoop):
     ) -> JobSpec:
         source = SourceResult(**task.source) if task.source else None
         native = source is not None and source.provider == provider.id
-        images = () if native else await self.resolve_inputs(task, provider)
+        images = await self.resolve_inputs(task, provider)
         return JobSpec(
             capability=capability,
             params=params,

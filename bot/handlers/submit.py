@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Message
 
 from bot.engine.progress import status_text
 from bot.handlers.common import Requester, reply
+from bot.handlers.images import choose_capability
 from bot.i18n import t
 from bot.services import Services
 from providers.registry import RoutingError
@@ -19,61 +21,101 @@ from storage.models import NewTask, Task
 
 log = logging.getLogger(__name__)
 
-
-def routing_problem(svc: Services, language: str, capability: Capability, params: GenerationParams) -> str | None:
-    """A sentence when no configured vendor can take this request now."""
-    try:
-        svc.registry.candidates(capability, forced=params.provider)
-    except RoutingError as exc:
-        return t(language, f"err_{exc.reason}", provider=params.provider or "", capability=capability.value)
-    return None
+DAY_SECONDS = 86400
 
 
-async def start_task(
-    svc: Services,
-    message: Message,
-    who: Requester,
-    capability: Capability,
-    params: GenerationParams,
-    *,
-    inputs: list[dict[str, Any]] | None = None,
-) -> Task | None:
-    """Validate limits, store the task, acknowledge it with its status
-    message. Returns None when the request was refused (and told so) or is
-    a repeat of one already stored."""
-    lowered = params.prompt.lower()
+@dataclass(frozen=True)
+class Request:
+    """What a handler asks for: the first capability some vendor can serve
+    is used (e.g. edit, else img2img)."""
+
+    capabilities: list[Capability]
+    params: GenerationParams
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    source: dict[str, Any] | None = None
+    parent_task_id: int | None = None
+    action_key: str | None = None
+
+
+def routing_sentence(language: str, exc: RoutingError, params: GenerationParams) -> str:
+    return t(language, f"err_{exc.reason}", provider=params.provider or "", capability=exc.capability.value)
+
+
+async def refusal(svc: Services, who: Requester, request: Request) -> str | None:
+    """Why this request cannot start now (a localized sentence), or None."""
+    params = request.params
+    lowered = f"{params.prompt} {params.negative_prompt}".lower()
     if any(word in lowered for word in svc.settings.banned_words):
-        await reply(message, t(who.language, "err_banned_words"))
-        return None
-    problem = routing_problem(svc, who.language, capability, params)
-    if problem:
-        await reply(message, problem)
-        return None
+        return t(who.language, "err_banned_words")
     limit = svc.settings.max_active_tasks_per_user
     active = await svc.store.tasks.count_active(who.user.id)
     if active >= limit:
-        await reply(message, t(who.language, "err_too_many_active", count=active, limit=limit))
-        return None
+        return t(who.language, "err_too_many_active", count=active, limit=limit)
+    daily = svc.settings.daily_tasks_per_user
+    if daily and await svc.store.tasks.count_since(who.user.id, time.time() - DAY_SECONDS) >= daily:
+        return t(who.language, "err_daily_limit", limit=daily)
+    return None
+
+
+async def create_task(
+    svc: Services, who: Requester, request: Request, *, chat_id: int, chat_type: str,
+    request_message_id: int | None, thread_id: int | None,
+) -> Task | str | None:
+    """Store the task. A sentence when it is refused; None when it repeats
+    one already stored (the same message, or the same button)."""
+    problem = await refusal(svc, who, request)
+    if problem:
+        return problem
+    preferred = (request.source or {}).get("provider") or who.user.default_provider
+    try:
+        capability = choose_capability(svc.registry, request.capabilities, request.params.provider, preferred)
+    except RoutingError as exc:
+        return routing_sentence(who.language, exc, request.params)
     task = await svc.store.tasks.create(
         NewTask(
             kind=capability.value,
             user_id=who.user.id,
-            chat_id=message.chat_id,
-            chat_type=message.chat.type,
-            thread_id=message.message_thread_id if message.is_topic_message else None,
+            chat_id=chat_id,
+            chat_type=chat_type,
+            thread_id=thread_id,
             language=who.language,
-            params=params.model_dump(exclude_defaults=True),
+            params=request.params.model_dump(exclude_defaults=True),
             deadline_at=time.time() + svc.settings.task_timeout_seconds,
-            request_message_id=message.message_id,
-            inputs=inputs or [],
-            provider=who.user.default_provider,
+            request_message_id=request_message_id,
+            inputs=request.inputs,
+            source=request.source,
+            parent_task_id=request.parent_task_id,
+            action_key=request.action_key,
+            provider=preferred,
         )
     )
     if task is None:
-        log.info("repeat of chat %s message %s ignored", message.chat_id, message.message_id)
         return None
     svc.engine.wake_dispatcher()
-    position = await svc.store.tasks.queue_position(task)
-    ack = await reply(message, status_text(task, "", queue_position=position))
-    await svc.store.tasks.update(task.id, status_message_id=ack.message_id)
     return task
+
+
+async def acknowledge(svc: Services, task: Task, reply_to: Message) -> None:
+    """The task's status message, quoting the request."""
+    position = await svc.store.tasks.queue_position(task)
+    ack = await reply(reply_to, status_text(task, "", queue_position=position))
+    await svc.store.tasks.update(task.id, status_message_id=ack.message_id)
+
+
+async def start_task(svc: Services, message: Message, who: Requester, request: Request) -> Task | None:
+    """Validate, store and acknowledge a request made by ``message``.
+    Returns None when it was refused (and the user told why) or repeats one
+    already stored."""
+    outcome = await create_task(
+        svc, who, request, chat_id=message.chat_id, chat_type=message.chat.type,
+        request_message_id=message.message_id,
+        thread_id=message.message_thread_id if message.is_topic_message else None,
+    )
+    if isinstance(outcome, str):
+        await reply(message, outcome)
+        return None
+    if outcome is None:
+        log.info("repeat of chat %s message %s ignored", message.chat_id, message.message_id)
+        return None
+    await acknowledge(svc, outcome, message)
+    return outcome

@@ -2261,7 +2261,10 @@ class FakeTelegram:
     def _visible_to_bot(
         self, chat: ChatInfo, msg: StoredMessage, reply_target: StoredMessage | None
     ) -> bool:
-        """Privacy mode: in groups the bot only sees commands and replies to its messages."""
+        """Privacy mode: in groups the bot only sees commands, messages that
+        mention it by username (BotFather: "only receive messages that either
+        start with the '/' symbol or mention the bot by username") and replies
+        to its messages."""
         if chat.type == "private" or not self.privacy_mode:
             return True
         if chat.members.get(self.bot_id) in ("administrator", "creator"):
@@ -2272,7 +2275,11 @@ class FakeTelegram:
         if m:
             _, _, target = m.group(0).partition("@")
             return not target or target.lower() == self.bot_username.lower()
-        return False
+        mention = f"@{self.bot_username}".lower()
+        return any(
+            kind == "mention" and covered.lower() == mention
+            for kind, covered in iter_entities_text(msg.content, msg.entities or msg.caption_entities)
+        )
 
     def _chat(self, p: Params, name: str = "chat_id", *, sending: bool = False) -> ChatInfo:
         value = p.raw(name)

@@ -138,7 +138,7 @@ def test_literal_keys_exist(path: Path) -> None:
 
 def test_prefixes_used_are_known() -> None:
     prefixes = {p for src in _SOURCES.values() for p in _T_FSTRING.findall(src) + _T_CONCAT.findall(src)}
-    assert prefixes <= {"err_", "fail_", "st_", "cmd_"}, prefixes
+    assert prefixes <= {"err_", "fail_", "st_", "cmd_", "policy_"}, prefixes
     assert {"err_", "st_", "cmd_"} <= prefixes  # the scan is not vacuous
 
 
@@ -155,6 +155,14 @@ def test_command_menu_keys() -> None:
     for language in LANGUAGES:
         for name in MENU_COMMANDS:
             assert f"cmd_{name}" in CATALOGS[language]
+
+
+def test_group_policy_keys() -> None:
+    from bot.handlers.settings import POLICIES
+
+    for language in LANGUAGES:
+        for policy in POLICIES:
+            assert f"policy_{policy}" in CATALOGS[language], policy
 
 
 def test_status_keys() -> None:
@@ -188,3 +196,18 @@ def test_failure_keys_for_every_error_kind() -> None:
         missing = sorted(k for k in kinds if f"fail_{k}" not in CATALOGS[language])
         assert not missing, f"{language}: {missing}"
         assert "fail_deadline" in CATALOGS[language]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_message_is_valid_telegram_html(language: str) -> None:
+    """Messages go out with parse_mode=HTML; a stray '<id>' would make
+    Telegram refuse the whole message. Checked with the fake's strict parser."""
+    from tests.fakes.telegram import ApiError, parse_html
+
+    for key, template in CATALOGS[language].items():
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        text = template.format(**{name: "x" for name in names})
+        try:
+            parse_html(text)
+        except ApiError as exc:
+            pytest.fail(f"{language}:{key} is not valid HTML: {exc}")

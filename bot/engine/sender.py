@@ -1,0 +1,149 @@
+"""Putting a task's result into a chat: one photo with its keyboard, or an
+album plus one message carrying the buttons; a document when Telegram
+refuses the photo. Used by delivery (fresh bytes) and by /task (resending
+stored file_ids, without the vendor)."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from telegram import Bot, InlineKeyboardMarkup, InputMediaDocument, InputMediaPhoto, Message, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import BadRequest
+
+from bot.engine.progress import short_prompt
+from bot.i18n import t
+from bot.keyboards import CallbackCodec, grid_keyboard, single_keyboard
+from providers.registry import Registry
+from storage.models import Task, TaskImage
+
+log = logging.getLogger(__name__)
+
+CAPTION_PROMPT_CHARS = 700
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+# Telegram's answers that mean "not as a photo": we send a document instead.
+PHOTO_REFUSALS = ("photo_invalid_dimensions", "image_process_failed", "file is too big", "photo_save_file_invalid")
+
+Sent = list[tuple[int, str, int]]  # (image index, Telegram file_id, message_id)
+RecordSent = Callable[[Sent], Awaitable[None]]
+
+
+def fits_photo(image: TaskImage) -> bool:
+    """Within sendPhoto's limits (10 MB, width + height ≤ 10000, ratio ≤ 20);
+    a stored file_id is tried as a photo and falls back on refusal."""
+    if image.data is None:
+        return image.file_id is not None
+    if image.width is None or image.height is None:
+        return False
+    ratio = max(image.width, image.height) / max(1, min(image.width, image.height))
+    return len(image.data) <= MAX_PHOTO_BYTES and image.width + image.height <= 10000 and ratio <= 20
+
+
+def _payload(image: TaskImage) -> bytes | str:
+    payload = image.data if image.data is not None else image.file_id
+    assert payload is not None, "an image to send needs bytes or a file_id"
+    return payload
+
+
+def file_id_of(message: Message) -> str:
+    if message.photo:
+        return message.photo[-1].file_id
+    if message.document:
+        return message.document.file_id
+    raise BadRequest("Telegram answered without a file")
+
+
+def filename(task: Task, image: TaskImage) -> str:
+    extension = (image.mime or "image/png").split("/")[-1].replace("jpeg", "jpg")
+    return f"drawbridge-{task.id}-{image.idx + 1}.{extension}"
+
+
+def refused_as_photo(exc: BadRequest) -> bool:
+    return any(word in exc.message.lower() for word in PHOTO_REFUSALS)
+
+
+class ResultSender:
+    def __init__(self, bot: Bot, codec: CallbackCodec, registry: Registry) -> None:
+        self.bot = bot
+        self.codec = codec
+        self.registry = registry
+
+    def caption(self, task: Task) -> str:
+        provider = self.registry.get(task.provider or "")
+        vendor = provider.title if provider else (task.provider or "?")
+        prompt = html.escape(short_prompt(task.params.get("prompt") or task.kind, CAPTION_PROMPT_CHARS))
+        caption = t(task.language, "caption", prompt=prompt, vendor=html.escape(vendor), task_id=task.id)
+        if provider is not None and provider.is_sandbox:
+            caption += "\n\n" + t(task.language, "caption_sandbox")
+        return caption
+
+    async def send(
+        self,
+        task: Task,
+        images: Sequence[TaskImage],
+        *,
+        chat_id: int,
+        reply_to: int | None,
+        thread_id: int | None = None,
+        record_sent: RecordSent | None = None,
+        already_sent: Sent = (),  # type: ignore[assignment]
+    ) -> Sent:
+        """Send the result. For an album, ``record_sent`` notes it before the
+        button message goes, and a retry passes it back as ``already_sent``,
+        so a failure in between never sends the album twice."""
+        reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        common = {"chat_id": chat_id, "reply_parameters": reply, "message_thread_id": thread_id}
+        caption = self.caption(task)
+        if len(images) == 1:
+            grid = bool(task.result_meta.get("is_grid"))
+            keyboard = grid_keyboard(self.codec, task.id, 4) if grid else single_keyboard(self.codec, task.id, task.language)
+            message = await self._single(task, images[0], caption, keyboard, common)
+            return [(images[0].idx, file_id_of(message), message.message_id)]
+        return await self._album(task, list(images), caption, common, record_sent, list(already_sent))
+
+    async def _single(
+        self, task: Task, image: TaskImage, caption: str, keyboard: InlineKeyboardMarkup, common: dict
+    ) -> Message:
+        extra = {"caption": caption, "parse_mode": ParseMode.HTML, "reply_markup": keyboard, "read_timeout": 60, "write_timeout": 60}
+        if fits_photo(image):
+            try:
+                return await self.bot.send_photo(photo=_payload(image), **common, **extra)
+            except BadRequest as exc:
+                if not refused_as_photo(exc):
+                    raise
+                log.info("task %s: photo refused (%s), sending a document", task.id, exc.message)
+        return await self.bot.send_document(document=_payload(image), filename=filename(task, image), **common, **extra)
+
+    async def _album(
+        self, task: Task, images: list[TaskImage], caption: str, common: dict,
+        record_sent: RecordSent | None, sent: Sent,
+    ) -> Sent:
+        if not sent:
+            messages = await self._send_album(task, images, caption, common, as_photos=all(fits_photo(i) for i in images))
+            sent = [(image.idx, file_id_of(m), m.message_id) for image, m in zip(images, messages)]
+            if record_sent is not None:
+                await record_sent(sent)
+        first = min(message_id for _, _, message_id in sent)
+        await self.bot.send_message(
+            text=t(task.language, "grid_prompt"),
+            reply_markup=grid_keyboard(self.codec, task.id, len(images)),
+            **{**common, "reply_parameters": ReplyParameters(first, allow_sending_without_reply=True)},
+        )
+        return sent
+
+    async def _send_album(self, task: Task, images: list[TaskImage], caption: str, common: dict, as_photos: bool) -> list[Message]:
+        def media(image: TaskImage, photo: bool) -> InputMediaPhoto | InputMediaDocument:
+            text = caption if image is images[0] else None
+            if photo:
+                return InputMediaPhoto(_payload(image), caption=text, parse_mode=ParseMode.HTML)
+            return InputMediaDocument(_payload(image), caption=text, parse_mode=ParseMode.HTML, filename=filename(task, image))
+
+        try:
+            return list(await self.bot.send_media_group(media=[media(i, as_photos) for i in images], read_timeout=90, write_timeout=90, **common))
+        except BadRequest as exc:
+            if not (as_photos and refused_as_photo(exc)):
+                raise
+            log.info("task %s: album refused as photos (%s), sending documents", task.id, exc.message)
+        return list(await self.bot.send_media_group(media=[media(i, False) for i in images], read_timeout=90, write_timeout=90, **common))

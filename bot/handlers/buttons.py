@@ -1,0 +1,132 @@
+"""Result buttons: U1–U4 / ⬆️ upscale, V1–V4 / 🎲 variations, 🔄 reroll.
+
+Answered at once; the data is signed (keyboards.CallbackCodec) and checked
+against the task and chat it names; one task per (result, action, image)
+however often it is tapped; charged to whoever pressed, if the group lets
+them press."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from telegram import CallbackQuery, Update
+from telegram.error import TelegramError
+from telegram.ext import Application, CallbackQueryHandler, ContextTypes
+
+from bot.handlers.common import Requester, requester
+from bot.handlers.submit import Request, acknowledge, create_task
+from bot.i18n import pick_language, t
+from bot.keyboards import Action, ButtonPress
+from bot.services import Services, services
+from providers.types import Capability, GenerationParams
+from storage.models import Task, TaskImage, TaskStatus
+
+log = logging.getLogger(__name__)
+
+VARIATION_STRENGTH = 0.6  # img2img stand-in for vendors without native variations
+ADMIN_STATUSES = ("administrator", "creator")
+
+
+async def answer(query: CallbackQuery, text: str, alert: bool = False) -> None:
+    try:
+        await query.answer(text, show_alert=alert)
+    except TelegramError as exc:  # too old / already answered: nothing to do
+        log.info("callback answer failed: %s", exc)
+
+
+async def may_press(svc: Services, query: CallbackQuery, source: Task, who: Requester) -> str | None:
+    """None when the presser may use the buttons, else who may (i18n key)."""
+    if not source.in_group:
+        return None if who.user.id == source.user_id else "who_requester"
+    chat = await svc.store.accounts.chat(source.chat_id)
+    policy = chat.buttons_policy if chat else "anyone"
+    if policy == "anyone" or (policy == "requester" and who.user.id == source.user_id):
+        return None
+    if who.user.id in svc.settings.admin_user_ids:
+        return None
+    try:
+        member = await query.get_bot().get_chat_member(source.chat_id, who.user.id)
+    except TelegramError:
+        member = None
+    if member is not None and member.status in ADMIN_STATUSES:
+        return None
+    return "who_admins" if policy == "admins" else "who_requester"
+
+
+def source_image(source: Task, images: list[TaskImage], index: int) -> dict[str, Any] | None:
+    """The input for an action on image ``index``: that image, or that
+    quadrant of a vendor grid (cut out locally when needed)."""
+    if source.result_meta.get("is_grid"):
+        if images and images[0].file_id and 0 <= index < 4:
+            return {"file_id": images[0].file_id, "mime": "image/png", "cell": index}
+        return None
+    if 0 <= index < len(images) and images[index].file_id:
+        return {"file_id": images[index].file_id, "mime": images[index].mime or "image/png"}
+    return None
+
+
+def action_request(source: Task, images: list[TaskImage], press: ButtonPress) -> Request | None:
+    params = GenerationParams(**source.params)
+    common: dict[str, Any] = {"parent_task_id": source.id, "action_key": press.key}
+    if press.action == Action.REROLL:
+        fresh = params.model_copy(update={"seed": None})
+        return Request([Capability(source.kind)], fresh, inputs=source.inputs, **common)
+    image = source_image(source, images, press.index)
+    if image is None:
+        return None
+    native = {
+        "provider": source.provider,
+        "job_id": source.provider_job_id,
+        "index": press.index,
+        "vendor_data": source.result_meta.get("vendor_data") or {},
+    }
+    if press.action == Action.UPSCALE:
+        return Request([Capability.UPSCALE], params.model_copy(update={"n": 1}), inputs=[image], source=native, **common)
+    varied = params.model_copy(update={"seed": None, "strength": params.strength or VARIATION_STRENGTH})
+    return Request([Capability.VARIATION, Capability.IMG2IMG], varied, inputs=[image], source=native, **common)
+
+
+async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    query = update.callback_query
+    if query is None:
+        return
+    svc = services(context)
+    language = pick_language(None, query.from_user.language_code)
+    press = svc.codec.decode(query.data)
+    who = await requester(update, svc)
+    if who is not None:
+        language = who.language
+    source = await svc.store.tasks.get(press.task_id) if press else None
+    message = query.message
+    if (
+        press is None or who is None or source is None or message is None
+        or message.chat.id != source.chat_id or source.status != TaskStatus.DELIVERED
+    ):
+        await answer(query, t(language, "btn_invalid"), alert=True)
+        return
+    denied = await may_press(svc, query, source, who)
+    if denied:
+        await answer(query, t(language, "btn_not_allowed", who=t(language, denied)), alert=True)
+        return
+    request = action_request(source, await svc.store.tasks.images(source.id), press)
+    if request is None:
+        await answer(query, t(language, "btn_invalid"), alert=True)
+        return
+    outcome = await create_task(
+        svc, who, request, chat_id=source.chat_id, chat_type=source.chat_type,
+        request_message_id=message.message_id, thread_id=source.thread_id,
+    )
+    if isinstance(outcome, str):
+        await answer(query, outcome[:190], alert=True)
+        return
+    if outcome is None:
+        existing = await svc.store.tasks.by_action(press.key)
+        await answer(query, t(language, "btn_already", task_id=existing.id if existing else "?"))
+        return
+    await answer(query, t(language, "btn_started", task_id=outcome.id))
+    await acknowledge(svc, outcome, message)  # type: ignore[arg-type]
+
+
+def register(app: Application) -> None:  # type: ignore[type-arg]
+    app.add_handler(CallbackQueryHandler(on_button, pattern=r"^a:"))
