@@ -344,13 +344,13 @@ def parse_submit(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> str:
 
 def query_data(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> dict[str, Any]:
     """`data` of a query answer; an unknown task is JobNotFound."""
-    if "code" not in body:
-        raise MalformedResponse("body has no code")
-    code, message = _code(body["code"]), body_message(body)
-    if code != a.ok_code and (code in a.not_found_codes or _matches(message, a.not_found_keywords)):
-        raise JobNotFound(f"code {code}: {message}".strip())
     error = error_for_body(body, a)
     if error is not None:
+        # Only a plain refusal can mean "no such task": "apikey不存在" is auth.
+        code, message = _code(body["code"]), body_message(body)
+        unknown = code in a.not_found_codes or _matches(message, a.not_found_keywords)
+        if type(error) is BadRequest and unknown:
+            raise JobNotFound(error.vendor_message)
         raise error
     data = body.get("data")
     if data is None:

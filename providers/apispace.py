@@ -640,21 +640,28 @@ class Apispace(Provider):
 
 
 def _input_url(spec: JobSpec) -> str:
-    """The input image's URL: our /media link, or, for an action on one of
-    this vendor's own results (no input images then), the result's URL."""
+    """The input image's URL: our /media link; for an action on one of this
+    vendor's own results, its result URL will do when we have no link."""
+    if spec.images and spec.images[0].url:
+        return spec.images[0].url
+    own = _own_result_url(spec)
+    if own:
+        return own
     if spec.images:
-        url = spec.images[0].url
-        if not url:
-            raise BadRequest("apispace fetches input images by URL; PUBLIC_BASE_URL is not set")
-        return url
-    source = spec.source
-    if source is not None:
-        urls = source.vendor_data.get("result_urls")
-        if isinstance(urls, list) and 0 <= source.index < len(urls):
-            return str(urls[source.index])
-        if isinstance(urls, list) and len(urls) == 1:
-            return str(urls[0])
+        raise BadRequest("apispace fetches input images by URL; PUBLIC_BASE_URL is not set")
     raise BadRequest(f"{spec.capability} needs an input image")
+
+
+def _own_result_url(spec: JobSpec) -> str | None:
+    """source.vendor_data["result_urls"] (set by finished_state) at the
+    source image's index; the dispatcher passes a source only when native."""
+    if spec.source is None:
+        return None
+    urls = spec.source.vendor_data.get("result_urls")
+    if not isinstance(urls, list) or not urls:
+        return None
+    index = spec.source.index if 0 <= spec.source.index < len(urls) else 0
+    return str(urls[index]) or None
 
 
 def _http_error(response: httpx.Response, a: Assumptions) -> ProviderError:

@@ -29,6 +29,7 @@ from storage.models import Task
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 600.0
+STOP_SECONDS = 15.0
 
 
 class CallbackRejected(Exception):
@@ -85,7 +86,15 @@ class Engine:
         self._runners.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
 
     async def stop(self) -> None:
-        for runner in self._runners:
+        """Let the stages finish what they hold (bounded), then end."""
+        for stage in (self.dispatcher, self.poller, self.delivery):
+            stage.stop()
+        if not self._runners:
+            return
+        for housekeeping in self._runners[3:]:
+            housekeeping.cancel()
+        _, pending = await asyncio.wait(self._runners, timeout=STOP_SECONDS)
+        for runner in pending:
             runner.cancel()
         for runner in self._runners:
             with contextlib.suppress(asyncio.CancelledError):

@@ -33,8 +33,15 @@ class StageLoop(ABC):
         self.tasks = tasks
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Take no new work; ``run`` returns once the work in hand is done
+        (a cancelled send could otherwise reach Telegram unrecorded)."""
+        self._stopping = True
         self._wake.set()
 
     @abstractmethod
@@ -45,9 +52,9 @@ class StageLoop(ABC):
     async def on_unexpected_error(self, task: Task, attempts: int) -> None:
         """Give up on a task whose handler keeps crashing (a bug, not a vendor)."""
 
-    async def run(self) -> None:
+    async def run(self, drain_seconds: float = 10.0) -> None:
         try:
-            while True:
+            while not self._stopping:
                 free = self.concurrency - len(self._inflight)
                 if free > 0:
                     self._wake.clear()
@@ -65,6 +72,8 @@ class StageLoop(ABC):
                         await asyncio.sleep(0)
                         continue
                 await self._sleep()
+            if self._inflight:
+                await asyncio.wait(set(self._inflight), timeout=drain_seconds)
         finally:
             for job in list(self._inflight):
                 job.cancel()

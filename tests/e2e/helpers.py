@@ -1,0 +1,30 @@
+"""Small helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from tests.fakes.telegram import FakeTelegram, StoredMessage
+
+
+def png(width: int = 320, height: int = 240, colour: tuple[int, int, int] = (180, 60, 60)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def photos(telegram: FakeTelegram, chat_id: int) -> list[StoredMessage]:
+    return [m for m in telegram.bot_messages(chat_id) if m.photo]
+
+
+def image_size(telegram: FakeTelegram, message: StoredMessage) -> tuple[int, int]:
+    """Size of what the bot uploaded (the fake keeps the original bytes)."""
+    assert message.upload is not None
+    with Image.open(io.BytesIO(message.upload)) as image:
+        return image.size
+
+
+async def result_after(telegram: FakeTelegram, chat_id: int, after: int, timeout: float = 15) -> StoredMessage:
+    return await telegram.wait_for_message(chat_id, lambda m: m.photo or m.document, timeout=timeout, after_message_id=after)
