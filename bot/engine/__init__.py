@@ -56,7 +56,7 @@ class Engine:
         self.registry = registry
         self.bot = bot
         self.public_base_url = public_base_url
-        self.reporter = StatusReporter(bot)
+        self.reporter = StatusReporter(bot, store.tasks)
         gate = VendorGate()
         self.outcomes = Outcomes(store.tasks, registry, self.reporter, wake_delivery=self._wake_delivery)
         self.dispatcher = Dispatcher(

@@ -109,4 +109,4 @@ class Outcomes:
                 return
         fresh = await self.tasks.get(task.id)
         if fresh is not None and fresh.status in AT_VENDOR:
-            await self.reporter.show(fresh, status_text(fresh, provider.title))
+            await self.reporter.show(fresh, status_text(fresh, provider.title), preview=state.preview)

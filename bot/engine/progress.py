@@ -7,12 +7,13 @@ import html
 import logging
 import time
 
-from telegram import Bot
+from telegram import Bot, InputMediaPhoto, ReplyParameters
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, TelegramError
 
 from bot.i18n import t
 from storage.models import Task
+from storage.tasks import TaskRepository
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,18 @@ def status_text(
 
 class StatusReporter:
     """Edits status messages, throttled per chat. Progress edits are best
-    effort: a skipped one is replaced by the next."""
+    effort: a skipped one is replaced by the next. When the vendor sends an
+    intermediate preview, the status becomes a photo showing it."""
 
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, tasks: TaskRepository) -> None:
         self.bot = bot
+        self.tasks = tasks
         self._last_text: dict[int, str] = {}  # task id → text shown
         self._last_edit: dict[int, float] = {}  # chat id → monotonic time
+        self._photo_status: set[int] = set()  # task ids whose status is a photo
 
-    async def show(self, task: Task, text: str, *, force: bool = False) -> None:
-        if task.status_message_id is None or self._last_text.get(task.id) == text:
+    async def show(self, task: Task, text: str, *, preview: bytes | None = None, force: bool = False) -> None:
+        if task.status_message_id is None or (self._last_text.get(task.id) == text and preview is None):
             return
         interval = GROUP_EDIT_INTERVAL if task.in_group else PRIVATE_EDIT_INTERVAL
         now = time.monotonic()
@@ -70,14 +74,47 @@ class StatusReporter:
         self._last_edit[task.chat_id] = now
         self._last_text[task.id] = text
         try:
-            await self.bot.edit_message_text(
-                text, chat_id=task.chat_id, message_id=task.status_message_id, parse_mode=ParseMode.HTML
-            )
+            if preview is not None and task.id not in self._photo_status:
+                await self._switch_to_photo(task, text, preview)
+            elif task.id in self._photo_status:
+                await self._edit_photo(task, text, preview)
+            else:
+                await self.bot.edit_message_text(
+                    text, chat_id=task.chat_id, message_id=task.status_message_id, parse_mode=ParseMode.HTML
+                )
         except BadRequest as exc:
-            if "not modified" not in exc.message.lower():
+            if "no text in the message" in exc.message.lower():
+                self._photo_status.add(task.id)  # a photo status from before a restart
+            elif "not modified" not in exc.message.lower():
                 log.info("status edit for task %s refused: %s", task.id, exc.message)
         except TelegramError as exc:
             log.info("status edit for task %s failed: %s", task.id, type(exc).__name__)
+
+    async def _switch_to_photo(self, task: Task, text: str, preview: bytes) -> None:
+        """A text message cannot become a photo: send the photo, drop the text."""
+        reply = ReplyParameters(task.request_message_id, allow_sending_without_reply=True) if task.request_message_id else None
+        message = await self.bot.send_photo(
+            task.chat_id, preview, caption=text, parse_mode=ParseMode.HTML,
+            reply_parameters=reply, message_thread_id=task.thread_id,
+        )
+        await self.tasks.update(task.id, status_message_id=message.message_id)
+        self._photo_status.add(task.id)
+        old = task.status_message_id
+        try:
+            await self.bot.delete_message(task.chat_id, old)  # type: ignore[arg-type]
+        except TelegramError as exc:
+            log.info("could not delete old status of task %s: %s", task.id, exc)
+
+    async def _edit_photo(self, task: Task, text: str, preview: bytes | None) -> None:
+        if preview is None:
+            await self.bot.edit_message_caption(
+                chat_id=task.chat_id, message_id=task.status_message_id, caption=text, parse_mode=ParseMode.HTML
+            )
+            return
+        await self.bot.edit_message_media(
+            InputMediaPhoto(preview, caption=text, parse_mode=ParseMode.HTML),
+            chat_id=task.chat_id, message_id=task.status_message_id,
+        )
 
     async def remove(self, task: Task) -> None:
         """Delete the status message once the result is out."""
@@ -91,3 +128,4 @@ class StatusReporter:
 
     def forget(self, task_id: int) -> None:
         self._last_text.pop(task_id, None)
+        self._photo_status.discard(task_id)

@@ -26,5 +26,11 @@ def image_size(telegram: FakeTelegram, message: StoredMessage) -> tuple[int, int
         return image.size
 
 
+def is_result(message: StoredMessage) -> bool:
+    """A finished image: it carries buttons or belongs to an album (a
+    progress preview is a photo too, but has neither)."""
+    return bool((message.photo or message.document) and (message.reply_markup or message.media_group_id))
+
+
 async def result_after(telegram: FakeTelegram, chat_id: int, after: int, timeout: float = 15) -> StoredMessage:
-    return await telegram.wait_for_message(chat_id, lambda m: m.photo or m.document, timeout=timeout, after_message_id=after)
+    return await telegram.wait_for_message(chat_id, is_result, timeout=timeout, after_message_id=after)

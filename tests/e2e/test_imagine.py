@@ -92,9 +92,13 @@ async def test_progress_is_shown_while_the_vendor_works(tmp_path: Path, telegram
     async with running_bot(settings):
         telegram.user_message(CHAT, USER, "/imagine slow painting")
         status = await telegram.wait_for_message(CHAT, lambda m: m.text and "slow painting" in m.text)
-        await telegram.wait_for_message(CHAT, lambda m: m.photo, timeout=20)
-    edits = [c.params["text"] for c in telegram.calls("editMessageText", CHAT) if c.params["message_id"] == status.message_id]
-    assert any("▓" in text and "%" in text for text in edits), edits
+        await telegram.wait_for_message(CHAT, lambda m: m.photo and m.reply_markup, timeout=20)
+    shown = [c.params.get("text") or c.params.get("caption") or "" for c in telegram.requests if c.chat_id == CHAT]
+    assert any("▓" in text and "%" in text for text in shown), shown
+    # The vendor's intermediate image replaced the text status, and went with the result.
+    previews = [c for c in telegram.calls("sendPhoto", CHAT) if "▓" in (c.params.get("caption") or "")]
+    assert previews and all(telegram.message(CHAT, p.result["message_id"]).deleted for p in previews)
+    assert status.deleted or telegram.message(CHAT, status.message_id).deleted
 
 
 async def test_chinese_user_gets_chinese_help_and_commands_in_both_languages(tmp_path: Path, telegram: FakeTelegram) -> None:
