@@ -81,6 +81,7 @@ class Drawbridge:
         self.engine = Engine(
             self.store, registry, bot, codec, self.http,
             public_base_url=settings.public_base_url, allow_private_urls=settings.allow_private_urls,
+            admin_ids=settings.admin_user_ids,
         )
         self.application.bot_data[SERVICES_KEY] = Services(settings, self.store, registry, self.engine, codec, self.http)
 

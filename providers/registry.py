@@ -127,20 +127,22 @@ class Registry:
         health.consecutive_failures = 0
         health.successes += 1
 
-    def record_failure(self, vendor_id: str, error: ProviderError) -> None:
+    def record_failure(self, vendor_id: str, error: ProviderError) -> bool:
         """Repeated failures cool a vendor down; auth and credit errors turn
-        it off until restart."""
+        it off until restart. True when this failure just turned it off."""
         health = self.health[vendor_id]
         health.failures += 1
         health.last_error = error.kind
         if error.disables_vendor:
+            newly = health.disabled_reason is None
             health.disabled_reason = error.kind
-            return
+            return newly
         if error.transient:
             health.consecutive_failures += 1
             if health.consecutive_failures >= FAILURES_BEFORE_COOLDOWN:
                 health.cooldown_until = time.monotonic() + COOLDOWN_SECONDS
                 health.consecutive_failures = 0
+        return False
 
     def describe_health(self, vendor_id: str) -> str:
         return self.health[vendor_id].describe(time.monotonic())

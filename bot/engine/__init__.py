@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 from telegram import Bot
+from telegram.error import TelegramError
 
 from bot.engine.delivery import Delivery
 from bot.engine.dispatcher import Dispatcher
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 600.0
 STOP_SECONDS = 15.0
+ADMIN_REASONS = {"auth": "it rejected our credentials", "quota": "it says we are out of credit or quota"}
 
 
 class CallbackRejected(Exception):
@@ -51,18 +53,20 @@ class Engine:
         *,
         public_base_url: str,
         allow_private_urls: bool,
+        admin_ids: frozenset[int] = frozenset(),
     ) -> None:
         self.store = store
         self.registry = registry
         self.bot = bot
         self.public_base_url = public_base_url
+        self.admin_ids = admin_ids
         self.reporter = StatusReporter(bot, store.tasks)
         gate = VendorGate()
         self.outcomes = Outcomes(store.tasks, registry, self.reporter, wake_delivery=self._wake_delivery)
         self.dispatcher = Dispatcher(
             store.tasks, registry, self.outcomes, gate,
             InputResolver(bot, store.media, public_base_url), self._callback_url,
-            wake_poller=self._wake_poller,
+            wake_poller=self._wake_poller, on_vendor_disabled=self._tell_admins,
         )
         self.poller = Poller(store.tasks, registry, self.outcomes, gate)
         self.sender = ResultSender(bot, codec, registry)
@@ -110,6 +114,17 @@ class Engine:
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
+
+    async def _tell_admins(self, vendor_id: str, kind: str) -> None:
+        """A vendor was switched off (bad credentials, no credit): the admins
+        must act, so they hear it at once, in English (an operator message)."""
+        log.error("vendor %s disabled until restart: %s", vendor_id, kind)
+        text = f"⚠️ Vendor {vendor_id} is disabled until restart: {ADMIN_REASONS.get(kind, kind)}."
+        for admin_id in self.admin_ids:
+            try:
+                await self.bot.send_message(admin_id, text)
+            except TelegramError as exc:
+                log.warning("could not tell admin %s: %s", admin_id, exc)
 
     def _callback_url(self, task: Task, provider: Provider) -> str | None:
         if not (provider.supports_callbacks and self.public_base_url and task.callback_token):

@@ -42,6 +42,7 @@ class Dispatcher(StageLoop):
         resolve_inputs: ResolveInputs,
         callback_url: Callable[[Task, Provider], str | None],
         wake_poller: Callable[[], None],
+        on_vendor_disabled: Callable[[str, str], Awaitable[None]],
     ) -> None:
         super().__init__(tasks)
         self.registry = registry
@@ -50,6 +51,7 @@ class Dispatcher(StageLoop):
         self.resolve_inputs = resolve_inputs
         self.callback_url = callback_url
         self.wake_poller = wake_poller
+        self.on_vendor_disabled = on_vendor_disabled
 
     async def on_unexpected_error(self, task: Task, attempts: int) -> None:
         await self.outcomes.fail(task, "error", "dispatcher kept crashing", lease_token=task.lease_token)
@@ -79,7 +81,8 @@ class Dispatcher(StageLoop):
                     await self.outcomes.fail(task, "bad_input", exc.reason, lease_token=task.lease_token)
                 return
             except ProviderError as exc:
-                self.registry.record_failure(provider.id, exc)
+                if self.registry.record_failure(provider.id, exc):
+                    await self.on_vendor_disabled(provider.id, exc.kind)
                 log.warning("task %s: submit to %s failed: %s (%s)", task.id, provider.id, exc.kind, exc.vendor_message[:200])
                 last_error = exc
                 if exc.transient or exc.disables_vendor:
