@@ -27,7 +27,10 @@ from storage import Store
 
 log = logging.getLogger(__name__)
 
-MENU_COMMANDS = ("imagine", "edit", "upscale", "faceswap", "tasks", "task", "cancel", "settings", "providers", "help")
+MENU_COMMANDS = (
+    "imagine", "edit", "upscale", "faceswap", "anime", "removebg", "describe",
+    "tasks", "task", "cancel", "settings", "providers", "help",
+)
 LONG_POLL_SECONDS = 10
 SEEN_UPDATES = 2048  # webhook redeliveries are recognised by update_id
 

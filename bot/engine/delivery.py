@@ -73,6 +73,10 @@ class Delivery(StageLoop):
         if task.status == TaskStatus.FAILED:
             await self._notify_failure(task)
             return
+        description = (task.result_meta.get("vendor_data") or {}).get("description")
+        if description and not await self.tasks.images(task.id):
+            await self._send_description(task, str(description))
+            return
         images = await self._downloaded_images(task)
         if images is None:
             return
@@ -99,6 +103,24 @@ class Delivery(StageLoop):
             return
         if await self.tasks.mark_delivered(task.id, task.lease_token or "", sent):
             log.info("task %s delivered (%d image(s))", task.id, len(sent))
+            await self.outcomes.reporter.remove(task)
+
+    async def _send_description(self, task: Task, description: str) -> None:
+        """/describe answers with words, not images."""
+        text = t(task.language, "describe_result", text=html.escape(description[:3500]), task_id=task.id)
+        try:
+            await self.bot.send_message(
+                task.chat_id, text, parse_mode=ParseMode.HTML, message_thread_id=task.thread_id,
+                reply_parameters=ReplyParameters(task.request_message_id, allow_sending_without_reply=True) if task.request_message_id else None,
+            )
+        except RetryAfter as exc:
+            await self._retry_later(task, retry_after_seconds(exc))
+            return
+        except TelegramError as exc:
+            log.warning("task %s: description not sent: %s", task.id, exc)
+            await self._retry_later(task)
+            return
+        if await self.tasks.mark_delivered(task.id, task.lease_token or "", []):
             await self.outcomes.reporter.remove(task)
 
     async def _retry_later(self, task: Task, retry_after: float | None = None) -> None:

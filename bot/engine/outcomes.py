@@ -72,7 +72,7 @@ class Outcomes:
             await self._progress(task, provider, state, lease_token)
 
     async def _succeed(self, task: Task, provider: Provider, state: JobState, lease_token: str | None) -> None:
-        if not state.images:
+        if not state.images and not state.vendor_data.get("description"):
             await self.fail(task, "malformed", "success without images", lease_token=lease_token, expect=AT_VENDOR)
             return
         images = [NewImage(url=i.url, data=i.data, seed=i.seed) for i in state.images]

@@ -23,6 +23,12 @@ from providers.types import Capability, GenerationParams
 _CAPTION_COMMAND = re.compile(r"^/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?:\s+|$)")
 EDIT_WORDS = {"edit", "imagine", "draw", "img"}
 MAX_EDIT_IMAGES = 3  # juhe takes up to three images in one edit
+ONE_IMAGE_COMMANDS = {
+    "upscale": Capability.UPSCALE,
+    "anime": Capability.ANIME,
+    "removebg": Capability.REMOVE_BG,
+    "describe": Capability.DESCRIBE,
+}
 albums = faceswap.AlbumCollector()
 
 
@@ -35,18 +41,22 @@ def caption_command(caption: str, bot_username: str) -> tuple[str | None, str, b
     return match[1].lower(), caption.strip()[match.end():].strip(), other_bot
 
 
-async def upscale(svc: Services, message: Message, who: Requester, image: dict, text: str) -> None:
+async def one_image_job(
+    svc: Services, message: Message, who: Requester, image: dict, command: str, text: str
+) -> None:
+    """/upscale, /anime, /removebg, /describe on one photo; words after the
+    command become the prompt (and may carry flags, e.g. --provider)."""
     try:
-        params = parse_prompt(text or "upscale", GenerationParams())
+        params = parse_prompt(text or command, GenerationParams())
     except ParseError as exc:
         await reply(message, t(who.language, exc.key, **exc.values))
         return
-    await start_task(svc, message, who, Request([Capability.UPSCALE], params, inputs=[image]))
+    await start_task(svc, message, who, Request([ONE_IMAGE_COMMANDS[command]], params, inputs=[image]))
 
 
 async def act_on_image(svc: Services, message: Message, who: Requester, image: dict, command: str | None, text: str) -> None:
-    if command == "upscale":
-        await upscale(svc, message, who, image, text)
+    if command in ONE_IMAGE_COMMANDS:
+        await one_image_job(svc, message, who, image, command, text)
     elif command == "faceswap":
         target = input_image(message.reply_to_message)
         if isinstance(target, dict):
@@ -115,7 +125,8 @@ async def album_complete(svc: Services, parts: list[Message], who: Requester) ->
 
 
 async def reply_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/edit <instruction> or /upscale sent as a reply to a photo."""
+    """/edit <instruction>, /upscale, /anime, /removebg or /describe sent
+    as a reply to a photo."""
     svc = services(context)
     message = update.effective_message
     who = await requester(update, svc)
@@ -133,5 +144,5 @@ async def reply_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
-    app.add_handler(CommandHandler(["edit", "upscale"], reply_command))
+    app.add_handler(CommandHandler(["edit", *ONE_IMAGE_COMMANDS], reply_command))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL | filters.Sticker.ALL, photo_message))

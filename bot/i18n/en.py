@@ -7,6 +7,10 @@ MESSAGES: dict[str, str] = {
         "<b>Create</b>\n"
         "/imagine <i>a red fox in the snow --ar 16:9</i>\n"
         "In a private chat, any text works as a prompt.\n\n"
+        "<b>Photos</b>\n"
+        "Send a photo with a caption saying what to change, or reply to a photo with "
+        "/edit <i>instruction</i>, /upscale, /anime, /removebg or /describe. "
+        "/faceswap: an album of two photos (face first), or follow the steps.\n\n"
         "<b>Flags</b>\n"
         "--ar W:H (aspect ratio) · --size WxH · --n 1-4 (images) · --seed N · --no <i>words</i> (leave out) · "
         "--steps N · --cfg N · --strength 0-1 · --model ID · --provider ID\n\n"
@@ -130,4 +134,8 @@ MESSAGES: dict[str, str] = {
     "cmd_cancel": "Cancel a task",
     "cmd_task": "Task details and result",
     "fail_bad_input": "❌ The input image could not be used (damaged or unsupported). Please send another one.",
+    "describe_result": "📝 <b>Description</b> (task #{task_id})\n{text}",
+    "cmd_anime": "Turn a photo into anime art (reply to it)",
+    "cmd_removebg": "Remove a photo's background (reply to it)",
+    "cmd_describe": "Describe a photo in words (reply to it)",
 }

@@ -6,6 +6,10 @@ MESSAGES: dict[str, str] = {
         "<b>创作</b>\n"
         "/imagine <i>雪地里的一只红狐狸 --ar 16:9</i>\n"
         "在私聊中，直接发送文字即可作为提示词。\n\n"
+        "<b>照片</b>\n"
+        "发送照片并附上要修改的说明，或回复照片："
+        "/edit <i>说明</i>、/upscale、/anime、/removebg 或 /describe。"
+        "/faceswap：发送两张照片的相册（先人脸），或按步骤操作。\n\n"
         "<b>参数</b>\n"
         "--ar 宽:高（比例）· --size 宽x高 · --n 1-4（张数）· --seed 数字 · --no <i>不要的内容</i> · "
         "--steps 步数 · --cfg 数值 · --strength 0-1 · --model 模型 · --provider 服务商\n\n"
@@ -120,4 +124,8 @@ MESSAGES: dict[str, str] = {
     "cmd_cancel": "取消任务",
     "cmd_task": "任务详情与结果",
     "fail_bad_input": "❌ 输入图片无法使用（已损坏或不支持）。请换一张发送。",
+    "describe_result": "📝 <b>图片描述</b>（任务 #{task_id}）\n{text}",
+    "cmd_anime": "把照片变成动漫风格（回复照片）",
+    "cmd_removebg": "去除照片背景（回复照片）",
+    "cmd_describe": "用文字描述照片（回复照片）",
 }
