@@ -98,11 +98,13 @@ class Assumptions:
     quota_codes: tuple[int, ...] = (402,)
     rate_limited_codes: tuple[int, ...] = (429,)
     not_found_codes: tuple[int, ...] = (404,)
-    # Matched in this order: a daily-limit message also looks like a rate limit.
-    quota_keywords: tuple[str, ...] = (
-        "余额不足", "余额", "次数不足", "额度", "欠费", "充值", "每日", "今日", "当日", "日限",
-        "daily", "quota", "balance", "insufficient",
+    # Out of credit, whatever else the message says.
+    balance_keywords: tuple[str, ...] = (
+        "余额", "次数不足", "额度", "欠费", "充值", "quota", "balance", "insufficient",
     )
+    # The 10,000/day limit, unless the message is about the per-second one
+    # (which may quote the daily figure too).
+    daily_limit_keywords: tuple[str, ...] = ("每日", "今日", "当日", "当天", "日限", "daily")
     rate_limited_keywords: tuple[str, ...] = (
         "频率", "频繁", "限流", "qps", "too many requests", "rate limit",
     )
@@ -300,9 +302,12 @@ def classify(
 ) -> ProviderError:
     """A vendor code (body or HTTP) and message → the common error kind."""
     detail = f"code {code}: {message}" if message else f"code {code}"
-    if _matches(message, a.quota_keywords) or code in a.quota_codes:
+    per_second = _matches(message, a.rate_limited_keywords)
+    if code in a.quota_codes or _matches(message, a.balance_keywords):
         return QuotaExceeded(detail)
-    if code in a.rate_limited_codes or _matches(message, a.rate_limited_keywords):
+    if _matches(message, a.daily_limit_keywords) and not per_second:
+        return QuotaExceeded(detail)
+    if code in a.rate_limited_codes or per_second:
         return RateLimited(detail, retry_after=retry_after or a.rate_limit_retry_after)
     if code in a.auth_codes or _matches(message, a.auth_keywords):
         return AuthError(detail)
@@ -386,7 +391,7 @@ def error_for_http(
 def _int(value: Any) -> int | None:
     try:
         return int(float(str(value).strip()))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -518,7 +523,9 @@ class Aichatapi(Provider):
     supports_callbacks: ClassVar[bool] = False
     typical_seconds: ClassVar[float] = ASSUMED.typical_seconds
     max_images: ClassVar[int] = 4
-    min_request_interval: ClassVar[float] = 1.0  # [seed] 1 request/second, submits and queries
+    # [seed] 1 request/second, submits and queries; a little over 1 s because
+    # the vendor counts arrivals and we can only space departures.
+    min_request_interval: ClassVar[float] = 1.1
     daily_request_limit: ClassVar[int] = DAILY_REQUEST_LIMIT
     image_input = "bytes"
 

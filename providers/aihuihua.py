@@ -138,7 +138,7 @@ class Endpoint(StrEnum):
     FLUX_IMAGE2IMAGE = "/api/v2/flux/image2Image"  # [seed]
     MJ_IMAGINE = "/api/v2/mdj/imagine"
     MJ_ACTION = "/api/v2/mdj/action"
-    IMAGE_ACTION = "/api/v2/image/action"  # [seed] "如果进一步处理…请调用 /api/v2/image/action"
+    IMAGE_ACTION = "/api/v2/image/action"  # [seed] for Flux results ("如果进一步处理…")
     FACE_SWAP = "/api/v2/face/swap"
     UPSCALE = "/api/v2/image/upScale"
     REMOVE_BG = "/api/v2/image/removeBg"
@@ -303,7 +303,9 @@ def action_request(
     data = source.vendor_data
     task_id = source_task_id(source)
     buttons = data.get("buttons") or []
-    grid = bool(data.get("grid"))
+    grid = data.get("grid")
+    if grid is None:  # stored before "grid" was recorded: judge by the task itself
+        grid = is_grid_task(_text(data.get("action")), buttons, a)
     if not 0 <= source.index <= 3 or (not grid and source.index != 0):
         raise BadRequest(f"image {source.index + 1} is not in the source result")
     number = source.index + 1
@@ -322,10 +324,12 @@ def action_request(
     mj = data.get("mj")
     if mj is None:
         mj = is_mj_action(data.get("action"), a)
-    primary, other = (
-        (Endpoint.MJ_ACTION, Endpoint.IMAGE_ACTION) if mj else (Endpoint.IMAGE_ACTION, Endpoint.MJ_ACTION)
-    )
-    eta = a.tool_seconds if capability is Capability.UPSCALE else (a.mj_seconds if mj else a.flux_seconds)
+    primary, other = Endpoint.MJ_ACTION, Endpoint.IMAGE_ACTION
+    if not mj:
+        primary, other = other, primary
+    eta = a.mj_seconds if mj else a.flux_seconds
+    if capability is Capability.UPSCALE:
+        eta = a.tool_seconds
     return TaskRequest(primary, {"taskId": task_id, "customId": custom_id}, eta, alternate=other)
 
 
@@ -347,7 +351,8 @@ def _request_without_hook(spec: JobSpec, a: Assumptions) -> TaskRequest:
                 body["mode"] = a.mj_mode
             return TaskRequest(Endpoint.MJ_IMAGINE, body, a.mj_seconds)
         case Capability.TXT2IMG:
-            return TaskRequest(Endpoint.FLUX_TEXT2IMAGE, {"prompt": flux_prompt(params)}, a.flux_seconds)
+            body = {"prompt": flux_prompt(params)}
+            return TaskRequest(Endpoint.FLUX_TEXT2IMAGE, body, a.flux_seconds)
         case Capability.IMG2IMG:
             if not params.prompt.strip():
                 raise BadRequest("image2Image needs a prompt")  # [seed] prompt 必需
@@ -443,7 +448,8 @@ def parse_submit_answer(body: Mapping[str, Any]) -> SubmitAnswer:
     """`{"code", "description", "result": task id}` [seed]; the id may be a
     number (midjourney-proxy sends one)."""
     result = body.get("result")
-    task_id = str(result).strip() if isinstance(result, str | int) and not isinstance(result, bool) else ""
+    usable = isinstance(result, str | int) and not isinstance(result, bool)
+    task_id = str(result).strip() if usable else ""
     return SubmitAnswer(body_code(body), str(body.get("description") or ""), task_id)
 
 
@@ -484,12 +490,14 @@ def parse_progress(value: Any) -> float | None:
     """"45%" (an estimate [public]) → 0.45."""
     if value is None or value == "":
         return None
-    text = str(value).strip().rstrip("%")
+    text = str(value).strip()
     try:
-        number = float(text)
+        number = float(text.rstrip("%"))
     except ValueError:
         return None
-    return min(1.0, max(0.0, number / 100 if number > 1 or str(value).strip().endswith("%") else number))
+    if text.endswith("%") or number > 1:
+        number /= 100
+    return min(1.0, max(0.0, number))
 
 
 def _text(value: Any) -> str:
@@ -511,7 +519,9 @@ def normalized_buttons(task: Mapping[str, Any]) -> list[dict[str, str]]:
     ]
 
 
-def is_grid_task(action: str, buttons: Sequence[Mapping[str, str]], a: Assumptions = ASSUMED) -> bool:
+def is_grid_task(
+    action: str, buttons: Sequence[Mapping[str, str]], a: Assumptions = ASSUMED
+) -> bool:
     if action.upper() in a.grid_actions:
         return True
     return any(find_button(buttons, ("upsample",), number) for number in (2, 3, 4))

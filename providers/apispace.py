@@ -92,6 +92,12 @@ class Assumptions:
     default_fidelity: float = 0.2
     default_anime_style: str = "Chinese_style"
     upscale_is_anime: bool = False
+    # Paths and task names of anime and upscale: ours, by analogy with the
+    # documented ones (read once, at import, into Endpoint and TASKS).
+    anime_path: str = "/aigc/img2acg"
+    anime_task: str = "img2acg"
+    upscale_path: str = "/aigc/img2img-sr"
+    upscale_task: str = "img2img.sr"
     # Envelope [public]: {"code": 0, "msg", "data"}; code != 0 is an error.
     # The non-zero codes are undocumented: HTTP-like codes are read as such,
     # the msg keywords below decide the rest.
@@ -100,7 +106,7 @@ class Assumptions:
     quota_codes: tuple[int, ...] = (402,)
     rate_limited_codes: tuple[int, ...] = (429,)
     quota_keywords: tuple[str, ...] = (
-        "余额不足", "余额", "次数不足", "次数已用完", "额度", "欠费", "充值", "套餐",
+        "余额", "次数不足", "次数已用完", "额度", "欠费", "充值", "套餐",
         "quota", "balance", "insufficient",
     )
     rate_limited_keywords: tuple[str, ...] = (
@@ -136,16 +142,16 @@ ASSUMED = Assumptions()
 class Endpoint(StrEnum):
     TXT2IMG = "/aigc/txt2img"  # [seed]
     IMG2IMG = "/aigc/img2img"  # [public]
-    IMG2ACG = "/aigc/img2acg"  # [assume]
-    UPSCALE = "/aigc/img2img-sr"  # [assume]
+    IMG2ACG = ASSUMED.anime_path  # [assume]
+    UPSCALE = ASSUMED.upscale_path  # [assume]
     QUERY = "/aigc/query-image"  # [public]
 
 
 TASKS: dict[Endpoint, str] = {
     Endpoint.TXT2IMG: "txt2img.sd",
     Endpoint.IMG2IMG: "img2img.sd",
-    Endpoint.IMG2ACG: "img2acg",
-    Endpoint.UPSCALE: "img2img.sr",
+    Endpoint.IMG2ACG: ASSUMED.anime_task,
+    Endpoint.UPSCALE: ASSUMED.upscale_task,
 }
 
 CAPABILITY_ENDPOINTS: dict[Capability, Endpoint] = {
@@ -400,7 +406,7 @@ def _truthy(value: Any) -> bool | None:
 def _int(value: Any) -> int | None:
     try:
         return int(float(str(value).strip()))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

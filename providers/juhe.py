@@ -84,14 +84,17 @@ class Assumptions:
     # 10011 (IP over limit) says nothing about when to come back.
     rate_limited_retry_after: float = 60.0
     maintenance_retry_after: float = 300.0  # 10020
-    # Both result shapes are accepted on both endpoints: edit answers
-    # result.images[].image [seed], txt2img result.image [public].
     typical_seconds: float = 20.0
     # Each call holds a connection for up to a minute; the vendor states no
     # concurrency limit, so we keep a modest one.
     max_concurrent_jobs: int = 5
-    # probe(): juhe bills successful calls only, so an empty edit request
-    # checks the key for free: 282501 (text/image1 empty) means "key accepted".
+    # Notes without a field:
+    # - Both result shapes are accepted on both endpoints: edit answers
+    #   result.images[].image [seed], txt2img result.image [public].
+    # - probe(): juhe bills successful calls only, so an empty edit request
+    #   checks the key for free: 282501 (text/image1 empty) means "key accepted".
+    # - An InputImage.url is never sent: images always go as data URIs, so
+    #   juhe works without PUBLIC_BASE_URL.
 
 
 ASSUMED = Assumptions()
@@ -126,7 +129,9 @@ DATA_URI_MIMES: dict[str, str] = {
 }
 
 # txt2img size codes [public]: 1 = 1:1, 2 = 16:9, 3 = 4:3, 4 = 3:4, 5 = 9:16.
-TXT2IMG_SIZES: dict[int, tuple[int, int]] = {1: (1, 1), 2: (16, 9), 3: (4, 3), 4: (3, 4), 5: (9, 16)}
+TXT2IMG_SIZES: dict[int, tuple[int, int]] = {
+    1: (1, 1), 2: (16, 9), 3: (4, 3), 4: (3, 4), 5: (9, 16),
+}
 
 OK_CODE = 0
 
@@ -199,7 +204,9 @@ def check_text(text: str, field: str = "text") -> str:
     return text
 
 
-_IMAGE_REF = re.compile(r"\b(?:image|img|picture|pic|photo)\s*#?\s*([1-3])\b|图片\s*([1-3])", re.I)
+_IMAGE_REF = re.compile(
+    r"\b(?:image|img|picture|pic|photo)\s*#?\s*([1-3])\b|图片\s*([1-3])", re.I
+)
 
 
 def normalize_image_refs(text: str, image_count: int) -> str:
@@ -307,10 +314,12 @@ def txt2img_size_code(params: GenerationParams) -> int:
     """The size code whose ratio is nearest (on a log scale, so 2:1 and 1:2
     are equally far from 1:1) to the requested one; ties go to the lower code."""
     target = math.log(requested_ratio(params))
-    return min(
-        TXT2IMG_SIZES,
-        key=lambda code: (abs(math.log(TXT2IMG_SIZES[code][0] / TXT2IMG_SIZES[code][1]) - target), code),
-    )
+
+    def distance(code: int) -> tuple[float, int]:
+        w, h = TXT2IMG_SIZES[code]
+        return abs(math.log(w / h) - target), code
+
+    return min(TXT2IMG_SIZES, key=distance)
 
 
 def build_edit_form(
@@ -501,14 +510,17 @@ class Juhe(Provider):
         spec cannot be served."""
         match spec.capability:
             case Capability.EDIT:
-                return Endpoint.EDIT, build_edit_form(self._key, spec.params, spec.images, self.assumed)
+                return Endpoint.EDIT, self._edit_form(spec)
             case Capability.IMG2IMG:  # an edit of one image, the prompt as instruction
                 if len(spec.images) != 1:
                     raise BadRequest(f"img2img takes one image, got {len(spec.images)}")
-                return Endpoint.EDIT, build_edit_form(self._key, spec.params, spec.images, self.assumed)
+                return Endpoint.EDIT, self._edit_form(spec)
             case Capability.TXT2IMG:
                 return Endpoint.TXT2IMG, build_txt2img_form(self._key, spec.params, self.assumed)
         raise BadRequest(f"juhe cannot do {spec.capability}")
+
+    def _edit_form(self, spec: JobSpec) -> dict[str, str]:
+        return build_edit_form(self._key, spec.params, spec.images, self.assumed)
 
     async def submit(self, spec: JobSpec) -> Submitted:
         endpoint, form = self.request_for(spec)

@@ -12,12 +12,16 @@ import httpx
 
 from providers.base import Provider
 from providers.errors import ProviderError
+from providers.aichatapi import Aichatapi
+from providers.aihuihua import Aihuihua
+from providers.apispace import Apispace
+from providers.juhe import Juhe
 from providers.sandbox import Sandbox
 from providers.types import Capability
 from providers.zhiqite import Zhiqite
 
-# Every real vendor adapter, in the order "first configured" means.
-VENDOR_CLASSES: tuple[type[Provider], ...] = (Zhiqite,)
+# Every real vendor adapter, in the order "first configured" means (PRODUCT.md §2).
+VENDOR_CLASSES: tuple[type[Provider], ...] = (Aichatapi, Apispace, Zhiqite, Juhe, Aihuihua)
 ALL_IDS: tuple[str, ...] = tuple(cls.id for cls in VENDOR_CLASSES) + (Sandbox.id,)
 
 # A vendor failing this many submits in a row rests for COOLDOWN_SECONDS.
@@ -97,9 +101,11 @@ class Registry:
         forced: str | None = None,
         preferred: str | None = None,
         exclude: Iterable[str] = (),
+        count: int = 1,
     ) -> list[Provider]:
         """Vendors to try, best first. ``forced`` (--provider) allows only that
-        vendor; otherwise the preferred, then the default, then the rest."""
+        vendor; otherwise the preferred, then the default, then the rest,
+        with those that can make ``count`` images in one job ahead."""
         now = time.monotonic()
         if forced:
             provider = self.providers.get(forced)
@@ -120,7 +126,7 @@ class Registry:
                 result.append(provider)
         if not result:
             raise RoutingError("none_capable", capability)
-        return result
+        return sorted(result, key=lambda p: p.max_images < count)  # stable: order kept otherwise
 
     def record_success(self, vendor_id: str) -> None:
         health = self.health[vendor_id]

@@ -64,7 +64,7 @@ class Dispatcher(StageLoop):
         capability = Capability(task.kind)
         preferred = task.provider or (task.source or {}).get("provider")
         try:
-            candidates = self.registry.candidates(capability, forced=params.provider, preferred=preferred)
+            candidates = self.registry.candidates(capability, forced=params.provider, preferred=preferred, count=params.n)
         except RoutingError as exc:
             await self.outcomes.fail(task, f"route_{exc.reason}", str(exc), lease_token=task.lease_token)
             return

@@ -185,7 +185,8 @@ class FakeAichatapi:
         """Recorded API calls, optionally those whose path ends with ``endpoint``."""
         return [
             r for r in self.requests
-            if r.path in (SUBMIT_PATH, QUERY_PATH) and (endpoint is None or r.path.endswith(endpoint))
+            if r.path in (SUBMIT_PATH, QUERY_PATH)
+            and (endpoint is None or r.path.endswith(endpoint))
         ]
 
     async def aclose(self) -> None:

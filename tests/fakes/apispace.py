@@ -28,7 +28,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -194,7 +194,9 @@ class FakeApispace:
             raise ValueError(f"unknown fault {kind!r}")
         self._faults.append([kind, times, path])
 
-    def fail_job_next(self, reason: str = "txt2img.sd -> start -> run_algorithm : CUDA error") -> None:
+    def fail_job_next(
+        self, reason: str = "txt2img.sd -> start -> run_algorithm : CUDA error"
+    ) -> None:
         """The next job ends in status exception with this reason."""
         self._next_fail.append(reason)
 

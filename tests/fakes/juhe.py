@@ -197,9 +197,8 @@ class FakeJuhe:
         headers = {k.lower(): v for k, v in request.headers.items()}
         is_form = headers.get("content-type", "").split(";")[0].strip().lower() == FORM_TYPE
         form = _parse_form(raw) if is_form else None
-        self.requests.append(RecordedRequest(
-            request.method, path, headers, form if form is not None else raw.decode("utf-8", "replace")
-        ))
+        body: Any = form if form is not None else raw.decode("utf-8", "replace")
+        self.requests.append(RecordedRequest(request.method, path, headers, body))
         fault = self._take_fault(path)
         if fault == "timeout":
             await asyncio.sleep(self.timeout_seconds)  # then answer as usual, too late
@@ -270,7 +269,10 @@ class FakeJuhe:
         order = self._order(TXT2IMG_PATH, form, [])
         long_side = 1024
         w, h = ratio
-        size = (long_side, round(long_side * h / w)) if w >= h else (round(long_side * w / h), long_side)
+        if w >= h:
+            size = (long_side, round(long_side * h / w))
+        else:
+            size = (round(long_side * w / h), long_side)
         name = self._store(_drawn(size, prompt))
         order.outputs.append(name)
         return _ok({"orderid": order.orderid, "image": self._url(base, name)})

@@ -8,7 +8,7 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -121,7 +121,8 @@ def test_params_take_the_user_values() -> None:
 
 
 def test_a_model_that_is_not_an_id_is_not_sent() -> None:
-    assert ai.build_params(GenerationParams(model="sdxl"))["model_id"] == ai.ASSUMED.default_model_id
+    built = ai.build_params(GenerationParams(model="sdxl"))
+    assert built["model_id"] == ai.ASSUMED.default_model_id
 
 
 def test_whole_cfg_is_sent_as_an_integer() -> None:
@@ -240,6 +241,23 @@ def test_unknown_state_counts_as_running() -> None:
     assert ai.parse_query(task("7")).status is JobStatus.RUNNING
 
 
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.dictionaries(
+    st.sampled_from(["state", "state_name", "queue", "wait_for", "images", "error", "task_id"]),
+    JSON_VALUES | st.sampled_from(["0", "1", "2", "3"]),
+))
+def test_any_query_data_gives_a_state(data: dict[str, Any]) -> None:
+    assert isinstance(ai.parse_query(data), JobState)
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
@@ -250,6 +268,7 @@ def test_unknown_state_counts_as_running() -> None:
         ({"code": 400, "msg": "余额不足，请充值"}, QuotaExceeded),
         ({"code": 429, "msg": "今日请求次数已达上限(10000次)"}, QuotaExceeded),
         ({"code": 429, "msg": "请求频率超限，免费用户限制1秒1次"}, RateLimited),
+        ({"code": 429, "msg": "请求过于频繁(每日10000次,每秒1次)"}, RateLimited),
         ({"code": 0, "msg": "请求过于频繁"}, RateLimited),
         ({"code": 400, "msg": "params参数错误"}, BadRequest),
         ({"code": 400, "msg": "提示词包含违规敏感内容"}, ContentRejected),
@@ -276,7 +295,8 @@ def test_success_codes(code: Any) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"code": 200, "data": None}, {"code": 200, "data": {}}, {"code": 200, "data": {"task_id": ""}}],
+    [{"code": 200, "data": None}, {"code": 200, "data": {}},
+     {"code": 200, "data": {"task_id": ""}}],
 )
 def test_submit_answer_without_task_id_is_malformed(body: dict[str, Any]) -> None:
     with pytest.raises(MalformedResponse):
@@ -539,7 +559,7 @@ def test_class_attributes() -> None:
     assert p.capabilities == {Capability.IMG2IMG, Capability.VARIATION}
     assert p.needs_public_url == frozenset() and p.image_input == "bytes"
     assert not p.supports_callbacks
-    assert p.min_request_interval == 1.0 and p.daily_request_limit == 10_000
+    assert 1.0 < p.min_request_interval <= 1.2 and p.daily_request_limit == 10_000
     assert p.max_images == 4
 
 
@@ -567,7 +587,7 @@ class Loopback:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def loopback_stack() -> AsyncIterator[Loopback]:
     # No rate limit by default; the tests about it switch it on.
-    fake = FakeAichatapi(queue_seconds=0.03, run_seconds=0.06, rate_interval=0.0)
+    fake = FakeAichatapi(queue_seconds=0.02, run_seconds=0.04, rate_interval=0.0)
     try:
         async with serve(fake.app) as base_url, httpx.AsyncClient() as client:
             yield Loopback(fake, base_url, client)
@@ -579,6 +599,13 @@ async def loopback_stack() -> AsyncIterator[Loopback]:
 def env(loopback_stack: Loopback) -> Loopback:
     loopback_stack.fake.reset()
     return loopback_stack
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
 
 
 async def poll_until_done(provider: ai.Aichatapi, job_id: str, timeout: float = 3.0
@@ -637,7 +664,7 @@ async def test_fake_refuses_a_second_request_within_a_second(env: Loopback) -> N
 async def test_the_gate_keeps_the_adapter_within_the_limit(env: Loopback) -> None:
     # The real 1 s, shortened. The gate spaces *sends*; the vendor measures
     # *arrivals*, so network jitter needs a margin between the two.
-    env.fake.rate_interval = 0.12
+    env.fake.rate_interval = 0.1
     provider = env.provider()
     provider.min_request_interval = 0.15  # what VendorGate reads, per instance
     gate = VendorGate()
@@ -717,15 +744,14 @@ async def test_fake_rejects_a_wrong_key(env: Loopback) -> None:
     ],
 )
 async def test_fake_faults(env: Loopback, fault: str, error: type[ProviderError]) -> None:
-    env.fake.timeout_seconds = 0.15
-    provider = env.provider(timeout=0.05)
+    env.fake.timeout_seconds = 0.1
+    provider = env.provider(timeout=0.03)
     env.fake.fail_next(fault, path="image2image")
     before = len(env.fake.jobs)
     with pytest.raises(error):
         await provider.submit(make_spec())
     if fault == "timeout":  # the vendor took the task though we gave up waiting
-        await asyncio.sleep(0.2)
-        assert len(env.fake.jobs) == before + 1
+        await eventually(lambda: len(env.fake.jobs) == before + 1)
     else:  # a one-off: the same submit goes through now
         assert (await provider.submit(make_spec())).job_id.startswith("task:")
 
@@ -747,7 +773,8 @@ async def test_fake_faults_on_queries_only(env: Loopback) -> None:
     [
         ({"image": ("a.png", png(), "image/png")}, {}, "params"),
         ({"image": ("a.png", png(), "image/png"),
-          "params": ("p.json", json.dumps(ai.build_params(GenerationParams())), "application/json")},
+          "params": ("p.json", json.dumps(ai.build_params(GenerationParams())),
+                     "application/json")},
          {}, "params"),
         ({"image": ("a.png", b"not a picture", "image/png")},
          {"params": json.dumps(ai.build_params(GenerationParams()))}, "image"),

@@ -282,7 +282,8 @@ def test_seed_example_answer() -> None:
 
 
 def test_txt2img_answer_shape() -> None:
-    body = {"error_code": "0", "reason": "成功", "result": {"orderid": "JH1", "image": "https://r/1.png"}}
+    result = {"orderid": "JH1", "image": "https://r/1.png"}
+    body = {"error_code": "0", "reason": "成功", "result": result}
     assert j.parse_result(body) == j.Result("JH1", ["https://r/1.png"])
 
 

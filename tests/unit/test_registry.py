@@ -111,7 +111,7 @@ async def test_default_provider_chosen(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"zhiqite_app_code": "c", "default_provider": "juhe"},
+        {"zhiqite_app_code": "c", "default_provider": "nosuchvendor"},
         {"zhiqite_app_code": "c", "default_provider": "sandbox"},  # sandbox not enabled
         {"default_provider": "zhiqite"},  # not configured
         {"default_provider": "nonsense"},
@@ -163,8 +163,8 @@ async def test_exclude(both: Registry, clock: Monotonic) -> None:
 
 async def test_forced_unknown_provider(both: Registry, clock: Monotonic) -> None:
     with pytest.raises(RoutingError) as info:
-        both.candidates(C.TXT2IMG, forced="juhe")
-    assert (info.value.reason, info.value.provider, info.value.capability) == ("unknown_provider", "juhe", C.TXT2IMG)
+        both.candidates(C.TXT2IMG, forced="nosuchvendor")
+    assert (info.value.reason, info.value.provider, info.value.capability) == ("unknown_provider", "nosuchvendor", C.TXT2IMG)
 
 
 async def test_forced_incapable_provider(both: Registry, clock: Monotonic) -> None:
@@ -272,3 +272,23 @@ async def test_all_vendors_down_is_none_capable(both: Registry, clock: Monotonic
     with pytest.raises(RoutingError) as info:
         both.candidates(C.TXT2IMG)
     assert info.value.reason == "none_capable"
+
+
+def test_every_vendor_module_is_registered() -> None:
+    """Each providers/<vendor>.py adapter is in VENDOR_CLASSES, in the
+    order PRODUCT.md §2 lists the vendors (that order is 'first configured')."""
+    import importlib
+    import pkgutil
+
+    import providers
+    from providers.base import Provider
+    from providers.registry import ALL_IDS, VENDOR_CLASSES
+
+    found = set()
+    for module in pkgutil.iter_modules(providers.__path__):
+        loaded = importlib.import_module(f"providers.{module.name}")
+        for value in vars(loaded).values():
+            if isinstance(value, type) and issubclass(value, Provider) and value is not Provider and value.__module__ == loaded.__name__:
+                found.add(value.id)
+    assert found == set(ALL_IDS)
+    assert [cls.id for cls in VENDOR_CLASSES] == ["aichatapi", "apispace", "zhiqite", "juhe", "aihuihua"]
