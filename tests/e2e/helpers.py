@@ -34,3 +34,17 @@ def is_result(message: StoredMessage) -> bool:
 
 async def result_after(telegram: FakeTelegram, chat_id: int, after: int, timeout: float = 15) -> StoredMessage:
     return await telegram.wait_for_message(chat_id, is_result, timeout=timeout, after_message_id=after)
+
+
+async def settled(bot, user_id: int, timeout: float = 10.0) -> list:  # type: ignore[no-untyped-def]
+    """The user's tasks once none is still on its way (the last message can
+    reach the chat a moment before its task is marked delivered)."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = await bot.store.tasks.recent(user_id, limit=50)
+        if all(t.status.final for t in tasks) or time.monotonic() > deadline:
+            return tasks
+        await asyncio.sleep(0.05)

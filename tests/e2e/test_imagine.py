@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from tests.e2e.conftest import ZHIQITE_APP_CODE, make_settings, running_bot
+from tests.e2e.test_vendors import assert_no_secrets
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.zhiqite import FakeZhiqite
 
@@ -40,6 +41,7 @@ async def test_imagine_with_zhiqite_end_to_end(tmp_path: Path, telegram: FakeTel
         assert body["prompt"] == "a red fox"
         assert (body["width"], body["height"]) in {(768, 432), (1024, 576)}
     assert len(photos(telegram, CHAT)) == 1
+    assert_no_secrets(vendor.requests)
 
 
 async def test_sandbox_when_no_vendor_is_configured(tmp_path: Path, telegram: FakeTelegram) -> None:
