@@ -302,6 +302,20 @@ class TaskRepository:
         )
         return [Task.from_row(r) for r in rows]
 
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self.db.fetchall("SELECT status, COUNT(*) FROM tasks GROUP BY status")
-        return {r[0]: r[1] for r in rows}
+    async def stats_since(self, since: float) -> list[tuple[str, str, int]]:
+        """(vendor, status, count) for tasks created since ``since``."""
+        rows = await self.db.fetchall(
+            "SELECT COALESCE(provider, '-'), status, COUNT(*) FROM tasks WHERE created_at >= ?"
+            " GROUP BY provider, status ORDER BY provider, status",
+            (since,),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def durations_since(self, since: float, limit: int = 5000) -> list[float]:
+        """Seconds from request to delivery, most recent first."""
+        rows = await self.db.fetchall(
+            "SELECT delivered_at - created_at FROM tasks WHERE created_at >= ? AND status = 'delivered'"
+            " ORDER BY created_at DESC LIMIT ?",
+            (since, limit),
+        )
+        return [r[0] for r in rows]

@@ -138,4 +138,7 @@ MESSAGES: dict[str, str] = {
     "cmd_anime": "Turn a photo into anime art (reply to it)",
     "cmd_removebg": "Remove a photo's background (reply to it)",
     "cmd_describe": "Describe a photo in words (reply to it)",
+    "err_admins_only": "Only the bot's admins can use this.",
+    "stats_header": "<b>Last 24 hours</b>: {total} tasks",
+    "stats_summary": "Failure rate {rate} · median time to result {median}",
 }

@@ -128,4 +128,7 @@ MESSAGES: dict[str, str] = {
     "cmd_anime": "把照片变成动漫风格（回复照片）",
     "cmd_removebg": "去除照片背景（回复照片）",
     "cmd_describe": "用文字描述照片（回复照片）",
+    "err_admins_only": "只有机器人管理员可以使用此命令。",
+    "stats_header": "<b>最近 24 小时</b>：{total} 个任务",
+    "stats_summary": "失败率 {rate} · 出图时间中位数 {median}",
 }

@@ -68,3 +68,16 @@ async def test_forced_vendor_that_cannot_and_no_capable_vendor(
         assert await bot.store.tasks.recent(USER) == []
     assert "No vendor" in none.text and "edit" in none.text
     assert "no vendor called sandbox" in unknown.text
+
+
+async def test_stats_for_admins_only(tmp_path: Path, telegram: FakeTelegram) -> None:
+    settings = make_settings(tmp_path, telegram, admin_user_ids=str(ADMIN))
+    async with running_bot(settings):
+        ask = telegram.user_message(CHAT, USER, "/imagine counted")
+        await result_after(telegram, CHAT, ask["message_id"])
+        denied = telegram.user_message(CHAT, USER, "/stats")
+        refusal = await telegram.wait_for_message(CHAT, after_message_id=denied["message_id"])
+        telegram.user_message(ADMIN, ADMIN, "/stats")
+        report = await telegram.wait_for_message(ADMIN)
+    assert "admins" in refusal.text
+    assert "1 tasks" in report.text and "sandbox" in report.text and "done 1" in report.text

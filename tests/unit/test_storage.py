@@ -583,10 +583,27 @@ async def test_recent_newest_first(store: Store, clock: Clock) -> None:
     assert await store.tasks.recent(3) == []
 
 
-async def test_count_by_status(store: Store) -> None:
-    a, _b = await store.tasks.create(new_task()), await store.tasks.create(new_task())
-    await store.tasks.transition(a.id, S.QUEUED, S.FAILED)
-    assert await store.tasks.count_by_status() == {"queued": 1, "failed": 1}
+async def test_stats_since_groups_by_vendor_and_status(store: Store, clock: Clock) -> None:
+    old = await store.tasks.create(new_task())
+    clock.advance(100)
+    first = await store.tasks.create(new_task())
+    second = await store.tasks.create(new_task())
+    await store.tasks.transition(first.id, S.QUEUED, S.FAILED, provider="zhiqite")
+    await store.tasks.transition(second.id, S.QUEUED, S.SUBMITTED, provider="zhiqite")
+    since = clock() - 50
+    assert await store.tasks.stats_since(since) == [("zhiqite", "failed", 1), ("zhiqite", "submitted", 1)]
+    assert old.id not in (first.id, second.id)
+
+
+async def test_durations_since_counts_delivered_tasks_only(store: Store, clock: Clock) -> None:
+    task = await store.tasks.create(new_task())
+    await store.tasks.transition(task.id, S.QUEUED, S.SUBMITTED)
+    await store.tasks.succeed(task.id, [S.SUBMITTED], [NewImage(url="http://x/1.png")], {})
+    leased = (await store.tasks.lease_due([S.SUCCEEDED], 1, 30))[0]
+    clock.advance(12.5)
+    assert await store.tasks.mark_delivered(task.id, leased.lease_token, [(0, "file", 9)])
+    await store.tasks.create(new_task())  # queued: no duration yet
+    assert await store.tasks.durations_since(0) == [12.5]
 
 
 # --------------------------------------------------------------------------- #
