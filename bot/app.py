@@ -90,7 +90,9 @@ class Drawbridge:
 
         await self.application.initialize()  # getMe: fails fast on a bad token
         await self._set_commands()
-        webhook_path = urlsplit(settings.telegram_webhook_url).path or "/telegram" if settings.telegram_webhook_url else None
+        webhook_path = None
+        if settings.telegram_webhook_url:
+            webhook_path = urlsplit(settings.telegram_webhook_url).path or "/"
         self.web = WebServer(
             build_web_app(
                 self.store, self.engine, bot,

@@ -59,11 +59,16 @@ class InputResolver:
             checked = inspect_image(data)
         except DownloadError as exc:
             raise InputError(exc.reason) from None
-        mime = checked.mime
-        if "cell" in item:
+        mime, cropped = checked.mime, "cell" in item
+        if cropped:
             data, mime = crop_cell(data, int(item["cell"])), "image/png"
         url = None
         if self.public_base_url and provider.image_input == "url":
-            link = await self.media.create(None, mime, MEDIA_TTL_SECONDS, task.id, data=data)
+            # A Telegram file is fetched again when the vendor asks (the
+            # database keeps no copy); a cut-out cell exists only here.
+            if cropped:
+                link = await self.media.create(None, mime, MEDIA_TTL_SECONDS, task.id, data=data)
+            else:
+                link = await self.media.create(item["file_id"], mime, MEDIA_TTL_SECONDS, task.id)
             url = f"{self.public_base_url}/media/{link.token}"
         return InputImage(data=data, mime=mime, url=url)
