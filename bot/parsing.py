@@ -20,12 +20,12 @@ SIZE_RANGE = (64, 2048)
 # Chinese input methods turn "--" into "——" or "—"; some keyboards into "–".
 _DASHES = re.compile(r"(?:(?<=\s)|^)(?:—{1,2}|–{1,2}|－{2})(?=[A-Za-z])")
 _COMMAND = re.compile(r"^/[A-Za-z0-9_]+(?:@[A-Za-z0-9_]+)?(?:\s|$)")
-_ID = re.compile(r"^[A-Za-z0-9._\-/]{1,128}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/]{0,127}$")  # never "--…": that is a flag
 _RATIO = re.compile(r"^(\d{1,3})\s*[:：]\s*(\d{1,3})$")
 _SIZE = re.compile(r"^(\d{2,5})\s*[x×X*]\s*(\d{2,5})$")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)  # not frozen: raising sets __traceback__ and __cause__
 class ParseError(Exception):
     key: str
     values: dict[str, Any] = field(default_factory=dict)

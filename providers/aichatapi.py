@@ -54,6 +54,7 @@ from providers.types import (
     ResultImage,
     Submitted,
 )
+from providers.secrets import redact, secret_value
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -467,13 +468,6 @@ def parse_query(data: Mapping[str, Any], a: Assumptions = ASSUMED) -> JobState:
     )
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 # --------------------------------------------------------------------------- #
 # Auth
 # --------------------------------------------------------------------------- #
@@ -498,13 +492,6 @@ class AichatapiAuth(httpx.Auth):
 
     def __repr__(self) -> str:  # never show the key
         return "AichatapiAuth(apikey)"
-
-
-def _secret_value(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-    return text.strip() or None
 
 
 # --------------------------------------------------------------------------- #
@@ -547,7 +534,7 @@ class Aichatapi(Provider):
 
     @classmethod
     def from_settings(cls, settings: Any, client: httpx.AsyncClient) -> Aichatapi | None:
-        key = _secret_value(getattr(settings, "aichatapi_api_key", None))
+        key = secret_value(getattr(settings, "aichatapi_api_key", None))
         if key is None:
             return None
         return cls(

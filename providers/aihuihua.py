@@ -55,6 +55,7 @@ from providers.types import (
     SourceResult,
     Submitted,
 )
+from providers.secrets import redact, secret_value
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -642,20 +643,6 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[start:start + size]) for start in range(0, len(items), size)]
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _secret_value(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-    return text.strip() or None
-
-
 # --------------------------------------------------------------------------- #
 # Auth
 # --------------------------------------------------------------------------- #
@@ -739,7 +726,7 @@ class Aihuihua(Provider):
 
     @classmethod
     def from_settings(cls, settings: Any, client: httpx.AsyncClient) -> Aihuihua | None:
-        key = _secret_value(getattr(settings, "aihuihua_api_key", None))
+        key = secret_value(getattr(settings, "aihuihua_api_key", None))
         if not key:
             return None
         return cls(client, api_key=key, base_url=settings.aihuihua_base_url)

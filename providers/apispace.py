@@ -51,6 +51,7 @@ from providers.types import (
     ResultImage,
     Submitted,
 )
+from providers.secrets import redact, secret_value
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -495,13 +496,6 @@ def parse_callback_payload(
     )
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 # --------------------------------------------------------------------------- #
 # Auth
 # --------------------------------------------------------------------------- #
@@ -526,13 +520,6 @@ class ApispaceAuth(httpx.Auth):
 
     def __repr__(self) -> str:  # never show the token
         return "ApispaceAuth(token)"
-
-
-def _secret_value(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-    return text.strip() or None
 
 
 # --------------------------------------------------------------------------- #
@@ -569,7 +556,7 @@ class Apispace(Provider):
 
     @classmethod
     def from_settings(cls, settings: Any, client: httpx.AsyncClient) -> Apispace | None:
-        token = _secret_value(getattr(settings, "apispace_token", None))
+        token = secret_value(getattr(settings, "apispace_token", None))
         if token is None:
             return None
         return cls(client, auth=ApispaceAuth(token), base_url=settings.apispace_base_url)

@@ -53,6 +53,7 @@ from providers.types import (
     ResultImage,
     Submitted,
 )
+from providers.secrets import redact, secret_value
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -444,20 +445,6 @@ def finished_state(result: Result) -> JobState:
     )
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def _secret_value(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-    return text.strip() or None
-
-
 # --------------------------------------------------------------------------- #
 # The provider
 # --------------------------------------------------------------------------- #
@@ -498,7 +485,7 @@ class Juhe(Provider):
 
     @classmethod
     def from_settings(cls, settings: Any, client: httpx.AsyncClient) -> Juhe | None:
-        key = _secret_value(getattr(settings, "juhe_api_key", None))
+        key = secret_value(getattr(settings, "juhe_api_key", None))
         if not key:
             return None
         return cls(client, api_key=key, base_url=settings.juhe_base_url)

@@ -51,6 +51,7 @@ from providers.types import (
     ResultImage,
     Submitted,
 )
+from providers.secrets import redact, secret_value
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -638,13 +639,6 @@ def parse_list(data: Mapping[str, Any]) -> ListPage:
     return ListPage(rows=[row for row in rows if isinstance(row, dict)], total=total)
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 # --------------------------------------------------------------------------- #
 # Auth
 # --------------------------------------------------------------------------- #
@@ -681,13 +675,6 @@ class ZhiqiteAuth(httpx.Auth):
     def __repr__(self) -> str:  # never show the secrets
         mode = "appcode" if self._app_code else "access-key"
         return f"ZhiqiteAuth({mode})"
-
-
-def _secret_value(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
-    return text.strip() or None
 
 
 # --------------------------------------------------------------------------- #
@@ -727,9 +714,9 @@ class Zhiqite(Provider):
 
     @classmethod
     def from_settings(cls, settings: Any, client: httpx.AsyncClient) -> Zhiqite | None:
-        app_code = _secret_value(getattr(settings, "zhiqite_app_code", None))
-        key_id = _secret_value(getattr(settings, "zhiqite_access_key_id", None))
-        key_secret = _secret_value(getattr(settings, "zhiqite_access_key_secret", None))
+        app_code = secret_value(getattr(settings, "zhiqite_app_code", None))
+        key_id = secret_value(getattr(settings, "zhiqite_access_key_id", None))
+        key_secret = secret_value(getattr(settings, "zhiqite_access_key_secret", None))
         if app_code:
             auth = ZhiqiteAuth(app_code=app_code)
         elif key_id and key_secret:

@@ -404,7 +404,7 @@ def test_bad_size(value: str) -> None:
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--model", "café"), ("--model", "a" * 129), ("--provider", "zhi;qite"), ("--provider", "<b>x</b>")],
+    [("--model", "café"), ("--model", "a" * 129), ("--model", "-x"), ("--provider", "zhi;qite"), ("--provider", "<b>x</b>")],
 )
 def test_bad_identifier(flag: str, value: str) -> None:
     error = error_of(f"cat {flag} {value}")
@@ -554,8 +554,8 @@ _flag_values = {
     "steps": st.integers(1, 100).map(lambda n: (str(n), {"steps": n})),
     "cfg": st.floats(1.0, 30.0).map(lambda f: (repr(f), {"cfg": f})),
     "strength": st.floats(0.0, 1.0).map(lambda f: (repr(f), {"strength": f})),
-    "model": st.from_regex(r"[A-Za-z0-9._\-/]{1,20}", fullmatch=True).map(lambda m: (m, {"model": m})),
-    "provider": st.from_regex(r"[A-Za-z0-9._\-]{1,20}", fullmatch=True).map(
+    "model": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._\-/]{0,19}", fullmatch=True).map(lambda m: (m, {"model": m})),
+    "provider": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,19}", fullmatch=True).map(
         lambda m: (m, {"provider": m.lower()})
     ),
     "no": st.lists(_word, min_size=1, max_size=4).map(
