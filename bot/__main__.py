@@ -40,7 +40,7 @@ async def check(settings: Settings) -> int:
         print(f"  Public base URL  {settings.public_base_url or '(not set: vendors that need image URLs or callbacks are limited)'}")
         print("Vendors:")
         probes = await asyncio.gather(*(p.probe() for p in registry.providers.values()))
-        for (vendor_id, provider), probe in zip(registry.providers.items(), probes):
+        for (vendor_id, provider), probe in zip(registry.providers.items(), probes, strict=True):
             available = registry.capabilities(provider)
             caps = ", ".join(
                 c.value if c in available else f"({c.value}: needs PUBLIC_BASE_URL)"

@@ -17,12 +17,14 @@ together) and 10,000 a day [seed]; the engine's VendorGate paces calls by
 
 from __future__ import annotations
 
+import functools
+
 import io
 import json
 import logging
 import math
 import re
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
@@ -43,7 +45,6 @@ from providers.errors import (
     Unavailable,
     json_body,
     map_transport_errors,
-    parse_retry_after,
 )
 from providers.types import (
     Capability,
@@ -54,6 +55,7 @@ from providers.types import (
     ResultImage,
     Submitted,
 )
+from providers import code_envelope as envelope
 from providers.secrets import redact, secret_value
 
 log = logging.getLogger(__name__)
@@ -227,11 +229,6 @@ def strength_percent(strength: float | None, a: Assumptions = ASSUMED) -> int:
     return max(1, min(100, int(round(percent))))
 
 
-def _number(value: float) -> int | float:
-    """7.0 → 7: the seed sends whole numbers as integers."""
-    return int(value) if float(value).is_integer() else value
-
-
 def build_params(
     params: GenerationParams, image: bytes | None = None, a: Assumptions = ASSUMED
 ) -> dict[str, Any]:
@@ -242,7 +239,7 @@ def build_params(
         "hire": a.hire,
         "seed": -1 if params.seed is None else params.seed,
         "steps": params.steps or a.default_steps,
-        "cfg_scale": _number(params.cfg if params.cfg is not None else a.default_cfg),
+        "cfg_scale": envelope.plain_number(params.cfg if params.cfg is not None else a.default_cfg),
         "lora_scale": a.lora_scale,
         "denoising_strength": strength_percent(params.strength, a),
         "as_prompt": a.as_prompt,
@@ -282,62 +279,34 @@ def build_multipart(
 # --------------------------------------------------------------------------- #
 
 
-def _matches(message: str, keywords: Sequence[str]) -> bool:
-    lowered = message.lower()
-    return any(word.lower() in lowered for word in keywords)
-
-
-def _code(value: Any) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-
-
-def body_message(body: Mapping[str, Any]) -> str:
-    return str(body.get("msg") or body.get("message") or "")
-
-
 def classify(
     code: int | None, message: str, a: Assumptions = ASSUMED, *, retry_after: float | None = None
 ) -> ProviderError:
     """A vendor code (body or HTTP) and message → the common error kind."""
     detail = f"code {code}: {message}" if message else f"code {code}"
-    per_second = _matches(message, a.rate_limited_keywords)
-    if code in a.quota_codes or _matches(message, a.balance_keywords):
+    per_second = envelope.matches(message, a.rate_limited_keywords)
+    if code in a.quota_codes or envelope.matches(message, a.balance_keywords):
         return QuotaExceeded(detail)
-    if _matches(message, a.daily_limit_keywords) and not per_second:
+    if envelope.matches(message, a.daily_limit_keywords) and not per_second:
         return QuotaExceeded(detail)
     if code in a.rate_limited_codes or per_second:
         return RateLimited(detail, retry_after=retry_after or a.rate_limit_retry_after)
-    if code in a.auth_codes or _matches(message, a.auth_keywords):
+    if code in a.auth_codes or envelope.matches(message, a.auth_keywords):
         return AuthError(detail)
-    if _matches(message, a.rejection_keywords):
+    if envelope.matches(message, a.rejection_keywords):
         return ContentRejected(detail)
-    if (code is not None and code >= 500) or _matches(message, a.unavailable_keywords):
+    if (code is not None and code >= 500) or envelope.matches(message, a.unavailable_keywords):
         return Unavailable(detail, retry_after=retry_after)
     return BadRequest(detail)
 
 
 def error_for_body(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> ProviderError | None:
-    """The error an HTTP-200 body carries (code != 200), or None."""
-    if "code" not in body:
-        raise MalformedResponse("body has no code")
-    code = _code(body["code"])
-    if code == a.ok_code:
-        return None
-    return classify(code, body_message(body), a)
+    """The error an HTTP-200 body carries, or None."""
+    return envelope.error_for_body(body, a.ok_code, functools.partial(classify, a=a))
 
 
 def checked_data(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> dict[str, Any]:
-    """`data` of a successful body; else the body's error."""
-    error = error_for_body(body, a)
-    if error is not None:
-        raise error
-    data = body.get("data")
-    if not isinstance(data, dict):
-        raise MalformedResponse("body has no data object")
-    return data
+    return envelope.checked_data(body, a.ok_code, functools.partial(classify, a=a))
 
 
 def parse_submit(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> str:
@@ -353,8 +322,8 @@ def query_data(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> dict[str, A
     error = error_for_body(body, a)
     if error is not None:
         # Only a plain refusal can mean "no such task": "apikey不存在" is auth.
-        code, message = _code(body["code"]), body_message(body)
-        unknown = code in a.not_found_codes or _matches(message, a.not_found_keywords)
+        code, message = envelope.code_of(body["code"]), envelope.body_message(body)
+        unknown = code in a.not_found_codes or envelope.matches(message, a.not_found_keywords)
         if type(error) is BadRequest and unknown:
             raise JobNotFound(error.vendor_message)
         raise error
@@ -367,33 +336,9 @@ def query_data(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> dict[str, A
 
 
 def error_for_http(
-    status: int,
-    headers: Mapping[str, str],
-    body: Mapping[str, Any] | None,
-    a: Assumptions = ASSUMED,
+    status: int, headers: Mapping[str, str], body: Mapping[str, Any] | None, a: Assumptions = ASSUMED
 ) -> ProviderError | None:
-    """A non-2xx answer. The body's own code/msg, when there is one, says more
-    than the status; a 404/405 is a wrong URL (not an unknown task)."""
-    if status < 400:
-        return None
-    retry_after = parse_retry_after(headers.get("retry-after"))
-    if status >= 500:
-        return Unavailable(f"HTTP {status}", retry_after=retry_after)
-    if status in (404, 405):
-        return Unavailable(f"HTTP {status}")
-    message = body_message(body) if body else ""
-    code = _code(body.get("code")) if body else None
-    if code is None or code == a.ok_code:
-        code = status
-    error = classify(code, message, a, retry_after=retry_after)
-    return type(error)(f"HTTP {status} {error.vendor_message}", retry_after=error.retry_after)
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(float(str(value).strip()))
-    except (TypeError, ValueError, OverflowError):
-        return None
+    return envelope.error_for_http(status, headers, body, a.ok_code, functools.partial(classify, a=a))
 
 
 def _seconds(value: Any) -> float | None:
@@ -414,7 +359,7 @@ def estimate_progress(wait_for: float | None, a: Assumptions = ASSUMED) -> float
 
 
 def failure_kind(message: str, a: Assumptions = ASSUMED) -> str:
-    return ContentRejected.kind if _matches(message, a.rejection_keywords) else ProviderError.kind
+    return ContentRejected.kind if envelope.matches(message, a.rejection_keywords) else ProviderError.kind
 
 
 def _result_urls(images: Any) -> list[str]:
@@ -437,7 +382,7 @@ def parse_query(data: Mapping[str, Any], a: Assumptions = ASSUMED) -> JobState:
     if state == a.state_queued:
         return JobState(
             status=JobStatus.QUEUED,
-            queue_position=_int(data.get("queue")),
+            queue_position=envelope.whole_number(data.get("queue")),
             eta_seconds=wait_for,
             error_detail=name,
         )
@@ -613,10 +558,4 @@ class Aichatapi(Provider):
 
 
 def _http_error(response: httpx.Response, a: Assumptions) -> ProviderError:
-    try:
-        body = json_body(response)
-    except MalformedResponse:
-        body = None
-    error = error_for_http(response.status_code, response.headers, body, a)
-    assert error is not None  # status >= 400
-    return error
+    return envelope.http_error(response, a.ok_code, functools.partial(classify, a=a))

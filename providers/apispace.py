@@ -16,6 +16,8 @@ The vendor is asynchronous: submit returns a uid; the result is polled
 
 from __future__ import annotations
 
+import functools
+
 import json
 import logging
 import math
@@ -40,7 +42,6 @@ from providers.errors import (
     VendorTimeout,
     json_body,
     map_transport_errors,
-    parse_retry_after,
 )
 from providers.types import (
     Capability,
@@ -51,6 +52,7 @@ from providers.types import (
     ResultImage,
     Submitted,
 )
+from providers import code_envelope as envelope
 from providers.secrets import redact, secret_value
 
 log = logging.getLogger(__name__)
@@ -246,10 +248,6 @@ def _envelope(
     return body
 
 
-def _number(value: float) -> int | float:
-    return int(value) if float(value).is_integer() else value
-
-
 def build_txt2img_body(
     params: GenerationParams, notify_url: str | None = None, a: Assumptions = ASSUMED
 ) -> dict[str, Any]:
@@ -259,7 +257,7 @@ def build_txt2img_body(
         "text": params.prompt,
         "w": width,
         "h": height,
-        "guidance_scale": _number(params.cfg if params.cfg is not None else a.default_guidance),
+        "guidance_scale": envelope.plain_number(params.cfg if params.cfg is not None else a.default_guidance),
         "negative_prompt": params.negative_prompt,
         "sampler": a.default_sampler,
         "seed": -1 if params.seed is None else params.seed,
@@ -309,58 +307,31 @@ def query_body(uid: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- #
 
 
-def _matches(message: str, keywords: Sequence[str]) -> bool:
-    lowered = message.lower()
-    return any(word.lower() in lowered for word in keywords)
-
-
-def _code(value: Any) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-
-
-def body_message(body: Mapping[str, Any]) -> str:
-    return str(body.get("msg") or body.get("message") or "")
-
-
 def classify(
     code: int | None, message: str, a: Assumptions = ASSUMED, *, retry_after: float | None = None
 ) -> ProviderError:
     """A vendor code (body or HTTP) and message → the common error kind."""
     detail = f"code {code}: {message}" if message else f"code {code}"
-    if code in a.quota_codes or _matches(message, a.quota_keywords):
+    if code in a.quota_codes or envelope.matches(message, a.quota_keywords):
         return QuotaExceeded(detail)
-    if code in a.rate_limited_codes or _matches(message, a.rate_limited_keywords):
+    if code in a.rate_limited_codes or envelope.matches(message, a.rate_limited_keywords):
         return RateLimited(detail, retry_after=retry_after or a.rate_limit_retry_after)
-    if code in a.auth_codes or _matches(message, a.auth_keywords):
+    if code in a.auth_codes or envelope.matches(message, a.auth_keywords):
         return AuthError(detail)
-    if _matches(message, a.rejection_keywords):
+    if envelope.matches(message, a.rejection_keywords):
         return ContentRejected(detail)
-    if (code is not None and code >= 500) or _matches(message, a.unavailable_keywords):
+    if (code is not None and code >= 500) or envelope.matches(message, a.unavailable_keywords):
         return Unavailable(detail, retry_after=retry_after)
     return BadRequest(detail)
 
 
 def error_for_body(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> ProviderError | None:
-    """The error an HTTP-200 body carries (code != 0), or None."""
-    if "code" not in body:
-        raise MalformedResponse("body has no code")
-    code = _code(body["code"])
-    if code == a.ok_code:
-        return None
-    return classify(code, body_message(body), a)
+    """The error an HTTP-200 body carries, or None."""
+    return envelope.error_for_body(body, a.ok_code, functools.partial(classify, a=a))
 
 
 def checked_data(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> dict[str, Any]:
-    error = error_for_body(body, a)
-    if error is not None:
-        raise error
-    data = body.get("data")
-    if not isinstance(data, dict):
-        raise MalformedResponse("body has no data object")
-    return data
+    return envelope.checked_data(body, a.ok_code, functools.partial(classify, a=a))
 
 
 def parse_submit(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> str:
@@ -371,26 +342,9 @@ def parse_submit(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> str:
 
 
 def error_for_http(
-    status: int,
-    headers: Mapping[str, str],
-    body: Mapping[str, Any] | None,
-    a: Assumptions = ASSUMED,
+    status: int, headers: Mapping[str, str], body: Mapping[str, Any] | None, a: Assumptions = ASSUMED
 ) -> ProviderError | None:
-    """A non-2xx answer (the APISpace gateway's own refusals come this way).
-    A 404/405 is a wrong URL, not an unknown job."""
-    if status < 400:
-        return None
-    retry_after = parse_retry_after(headers.get("retry-after"))
-    if status >= 500:
-        return Unavailable(f"HTTP {status}", retry_after=retry_after)
-    if status in (404, 405):
-        return Unavailable(f"HTTP {status}")
-    message = body_message(body) if body else ""
-    code = _code(body.get("code")) if body else None
-    if code is None or code == a.ok_code:
-        code = status
-    error = classify(code, message, a, retry_after=retry_after)
-    return type(error)(f"HTTP {status} {error.vendor_message}", retry_after=error.retry_after)
+    return envelope.error_for_http(status, headers, body, a.ok_code, functools.partial(classify, a=a))
 
 
 def _truthy(value: Any) -> bool | None:
@@ -402,13 +356,6 @@ def _truthy(value: Any) -> bool | None:
     if isinstance(value, str) and value.strip().lower() in ("true", "1", "false", "0"):
         return value.strip().lower() in ("true", "1")
     return None
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(float(str(value).strip()))
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 def result_urls(data: Mapping[str, Any]) -> list[str]:
@@ -427,9 +374,9 @@ def _distinct_urls(values: Sequence[Any]) -> list[str]:
 
 
 def failure_kind(reason: str, a: Assumptions = ASSUMED) -> str:
-    if _matches(reason, a.rejection_keywords):
+    if envelope.matches(reason, a.rejection_keywords):
         return ContentRejected.kind
-    if _matches(reason, a.timeout_keywords):
+    if envelope.matches(reason, a.timeout_keywords):
         return VendorTimeout.kind
     return ProviderError.kind
 
@@ -464,7 +411,7 @@ def parse_query_data(data: Mapping[str, Any], a: Assumptions = ASSUMED) -> JobSt
     if status == "not_found":
         raise JobNotFound("status not_found")
     if status == "pending":
-        return JobState(status=JobStatus.QUEUED, queue_position=_int(data.get("pending")))
+        return JobState(status=JobStatus.QUEUED, queue_position=envelope.whole_number(data.get("pending")))
     if status == "finished":
         return finished_state(data, a)
     if status in a.failed_statuses:
@@ -658,10 +605,4 @@ def _own_result_url(spec: JobSpec) -> str | None:
 
 
 def _http_error(response: httpx.Response, a: Assumptions) -> ProviderError:
-    try:
-        body = json_body(response)
-    except MalformedResponse:
-        body = None
-    error = error_for_http(response.status_code, response.headers, body, a)
-    assert error is not None  # status >= 400
-    return error
+    return envelope.http_error(response, a.ok_code, functools.partial(classify, a=a))

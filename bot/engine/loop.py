@@ -49,6 +49,7 @@ class StageLoop(ABC):
         """Do this stage's step for one leased task. The lease token is
         ``task.lease_token``; every write must compare-and-set on it."""
 
+    @abstractmethod
     async def on_unexpected_error(self, task: Task, attempts: int) -> None:
         """Give up on a task whose handler keeps crashing (a bug, not a vendor)."""
 

@@ -122,7 +122,7 @@ class ResultSender:
     ) -> Sent:
         if not sent:
             messages = await self._send_album(task, images, caption, common, as_photos=all(fits_photo(i) for i in images))
-            sent = [(image.idx, file_id_of(m), m.message_id) for image, m in zip(images, messages)]
+            sent = [(image.idx, file_id_of(m), m.message_id) for image, m in zip(images, messages, strict=True)]
             if record_sent is not None:
                 await record_sent(sent)
         first = min(message_id for _, _, message_id in sent)

@@ -8,7 +8,6 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-import pytest
 
 from tests.e2e.conftest import TOKEN, make_settings, running_bot
 from tests.e2e.helpers import photos, result_after

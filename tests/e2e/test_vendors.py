@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from bot.app import Drawbridge
 from tests.e2e.conftest import TOKEN, free_port, make_settings, running_bot
