@@ -153,3 +153,14 @@ async def test_vendor_callback_delivers_the_result(tmp_path: Path, telegram: Fak
     assert body["callbackUrl"].startswith(f"http://127.0.0.1:{port}/callbacks/zhiqite/")
     # With a callback on its way, the poller stays quiet.
     assert len(vendor.api_requests("saas/sd/v2/queryTaskInfo")) <= 1
+
+
+async def test_a_photo_telegram_refuses_goes_as_a_document(tmp_path: Path, telegram: FakeTelegram) -> None:
+    telegram.fail_next("sendPhoto", error_code=400, description="Bad Request: PHOTO_INVALID_DIMENSIONS")
+    async with running_bot(make_settings(tmp_path, telegram)):
+        telegram.user_message(CHAT, USER, "/imagine a very long scroll")
+        result = await telegram.wait_for_message(CHAT, lambda m: m.document is not None, timeout=15)
+    assert result.document["file_name"].endswith(".png")
+    assert "a very long scroll" in result.caption
+    assert result.button_texts == ["⬆️ Upscale", "🎲 Vary", "🔄 Reroll"]
+    assert not photos(telegram, CHAT)
