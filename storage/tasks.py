@@ -138,6 +138,16 @@ class TaskRepository:
         )
         return sorted((Task.from_row(r) for r in rows), key=lambda t: t.id)
 
+    async def release_leases(self) -> int:
+        """At start-up: leases held by a process that died are void, and the
+        rows are due now (only one bot process works on a database; Telegram
+        refuses a second long-polling instance anyway)."""
+        now = self.clock()
+        return await self.db.execute(
+            "UPDATE tasks SET lease_token = NULL, next_run_at = ?, updated_at = ? WHERE lease_token IS NOT NULL",
+            (now, now),
+        )
+
     async def next_due_at(self, statuses: Sequence[TaskStatus]) -> float | None:
         """When the earliest of these rows comes due (one index probe per status)."""
         times = []

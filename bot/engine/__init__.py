@@ -83,6 +83,9 @@ class Engine:
         self.dispatcher.wake()
 
     async def start(self) -> None:
+        released = await self.store.tasks.release_leases()
+        if released:
+            log.info("resuming %d task(s) that were in hand when the bot last stopped", released)
         self._runners = [
             asyncio.create_task(stage.run(), name=stage.name)
             for stage in (self.dispatcher, self.poller, self.delivery)

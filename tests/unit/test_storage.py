@@ -702,3 +702,13 @@ async def test_media_tokens_unguessable(store: Store) -> None:
         assert len(token) >= 32
         assert re.fullmatch(r"[A-Za-z0-9_-]+", token), token  # safe in a URL path
     assert all(token not in {f"f{i}" for i in range(50)} for token in tokens)
+
+
+async def test_release_leases_makes_leased_rows_due_at_once(store: Store, clock: Clock) -> None:
+    task = await store.tasks.create(new_task())
+    await store.tasks.create(new_task())
+    leased = await store.tasks.lease_due([S.QUEUED], 1, 150)
+    assert await store.tasks.release_leases() == 1  # only the leased row
+    again = await store.tasks.get(leased[0].id)
+    assert again is not None and again.lease_token is None and again.next_run_at <= clock()
+    assert task.id == leased[0].id
