@@ -19,6 +19,7 @@ from bot.engine import Engine
 from bot.handlers import register_all
 from bot.i18n import LANGUAGES, t
 from bot.keyboards import CallbackCodec
+from bot.polling import UpdatePoller
 from bot.services import SERVICES_KEY, Services
 from bot.web import WebServer, build_web_app
 from providers.base import DEFAULT_TIMEOUT
@@ -54,9 +55,8 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .write_timeout(30)
         .get_updates_read_timeout(LONG_POLL_SECONDS + 10)
     )
-    if settings.telegram_webhook_url:
-        builder = builder.updater(None)
-    application = builder.build()
+    # Our own UpdatePoller replaces PTB's Updater (see bot/polling.py).
+    application = builder.updater(None).build()
     register_all(application)
     return application
 
@@ -72,6 +72,7 @@ class Drawbridge:
         self.http: httpx.AsyncClient | None = None
         self.engine: Engine | None = None
         self.web: WebServer | None = None
+        self.poller: UpdatePoller | None = None
         self._seen_updates: collections.OrderedDict[int, None] = collections.OrderedDict()
 
     async def start(self) -> None:
@@ -109,19 +110,17 @@ class Drawbridge:
                 settings.telegram_webhook_url, secret_token=webhook_secret(settings), allowed_updates=Update.ALL_TYPES
             )
         else:
-            assert self.application.updater is not None
             await bot.delete_webhook()
-            await self.application.updater.start_polling(
-                timeout=LONG_POLL_SECONDS, allowed_updates=Update.ALL_TYPES, drop_pending_updates=False
-            )
+            self.poller = UpdatePoller(self.application, LONG_POLL_SECONDS)
+            self.poller.start()
         log.info(
             "Drawbridge is running as @%s with vendors: %s",
             bot.username, ", ".join(registry.providers),
         )
 
     async def stop(self) -> None:
-        if self.application.updater is not None and self.application.updater.running:
-            await self.application.updater.stop()
+        if self.poller is not None:
+            await self.poller.stop()
         if self.application.running:
             await self.application.stop()
         if self.engine is not None:
@@ -141,7 +140,8 @@ class Drawbridge:
         self._seen_updates[update_id] = None
         while len(self._seen_updates) > SEEN_UPDATES:
             self._seen_updates.popitem(last=False)
-        await self.application.update_queue.put(Update.de_json(data, self.application.bot))
+        # Handled before we answer 200: Telegram resends if we die first.
+        await self.application.process_update(Update.de_json(data, self.application.bot))
 
     async def _set_commands(self) -> None:
         bot = self.application.bot
