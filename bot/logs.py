@@ -8,17 +8,21 @@ import json
 import logging
 import re
 import sys
+from urllib.parse import quote
 from collections.abc import Iterable
 
 REDACTED = "[REDACTED]"
 # Any Telegram bot token, even one we were not told about.
-_TOKEN_SHAPE = re.compile(r"\d{5,}:[A-Za-z0-9_-]{30,}")
+# (URLs carry it with the colon encoded as %3A.)
+_TOKEN_SHAPE = re.compile(r"\d{5,}(?::|%3[Aa])[A-Za-z0-9_-]{30,}")
 
 
 class RedactingFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
+        plain = [s for s in secrets if s and len(s) >= 4]
+        encoded = {quote(s, safe="") for s in plain} | {quote(s) for s in plain}
+        self.secrets = sorted(set(plain) | encoded, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:

@@ -128,6 +128,18 @@ class Registry:
             raise RoutingError("none_capable", capability)
         return sorted(result, key=lambda p: p.max_images < count)  # stable: order kept otherwise
 
+    def resting_until(self, capability: Capability) -> float | None:
+        """When the first capable vendor that is only cooling down (not
+        disabled) is usable again, as a time.time() value; None if none is."""
+        now = time.monotonic()
+        waits = [
+            self.health[vendor_id].cooldown_until - now
+            for vendor_id, provider in self.providers.items()
+            if self.can(provider, capability) and self.health[vendor_id].disabled_reason is None
+            and self.health[vendor_id].cooldown_until > now
+        ]
+        return time.time() + min(waits) if waits else None
+
     def record_success(self, vendor_id: str) -> None:
         health = self.health[vendor_id]
         health.consecutive_failures = 0

@@ -42,6 +42,12 @@ def failure_reason(task: Task) -> str:
         return t(lang, "fail_error")
 
 
+def failure_notice(task: Task) -> str:
+    """What the user reads about a failed task (HTML)."""
+    prompt = html.escape(short_prompt(task.params.get("prompt") or task.kind, 200))
+    return t(task.language, "failed_task", reason=failure_reason(task), task_id=task.id, prompt=prompt)
+
+
 class Delivery(StageLoop):
     name = "delivery"
     statuses = (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
@@ -157,8 +163,7 @@ class Delivery(StageLoop):
         return await self.tasks.images(task.id) if changed else images
 
     async def _notify_failure(self, task: Task) -> None:
-        prompt = html.escape(short_prompt(task.params.get("prompt") or task.kind, 200))
-        text = t(task.language, "failed_task", reason=failure_reason(task), task_id=task.id, prompt=prompt)
+        text = failure_notice(task)
         try:
             if task.status_message_id is not None:
                 try:

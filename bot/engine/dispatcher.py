@@ -66,6 +66,12 @@ class Dispatcher(StageLoop):
         try:
             candidates = self.registry.candidates(capability, forced=params.provider, preferred=preferred, count=params.n)
         except RoutingError as exc:
+            resting_until = self.registry.resting_until(capability) if exc.reason == "none_capable" else None
+            if resting_until is not None and resting_until < task.deadline_at:
+                # Capable vendors are only cooling down: wait for them.
+                await self.tasks.reschedule(task.id, task.lease_token or "", resting_until)
+                await self._show_retrying(task, capability)
+                return
             await self.outcomes.fail(task, f"route_{exc.reason}", str(exc), lease_token=task.lease_token)
             return
 
@@ -100,7 +106,13 @@ class Dispatcher(StageLoop):
             await self.outcomes.fail(task, last_error.kind, last_error.vendor_message, lease_token=task.lease_token)
             return
         await self.tasks.reschedule(task.id, task.lease_token or "", next_run_at, attempts=attempts)
-        await self.outcomes.reporter.show(task, status_text(task, candidates[0].title, retrying=True))
+        await self._show_retrying(task, capability, candidates[0].title)
+
+    async def _show_retrying(self, task: Task, capability: Capability, vendor_title: str = "") -> None:
+        # Re-read: the status message may have been recorded after our lease.
+        fresh = await self.tasks.get(task.id)
+        if fresh is not None:
+            await self.outcomes.reporter.show(fresh, status_text(fresh, vendor_title or capability.value, retrying=True))
 
     async def _spec(
         self, task: Task, provider: Provider, params: GenerationParams, capability: Capability

@@ -97,7 +97,8 @@ class Outcomes:
                 has_callback=provider.supports_callbacks and self.registry.has_public_url,
             )
             fields["attempts"] = 0
-            next_run_at = time.time() + delay
+            # Never sleep past the deadline: the poller fails it then.
+            next_run_at = min(time.time() + delay, task.deadline_at)
             if state.status == JobStatus.RUNNING and task.status == TaskStatus.SUBMITTED:
                 moved = await self.tasks.transition(
                     task.id, TaskStatus.SUBMITTED, TaskStatus.RUNNING,

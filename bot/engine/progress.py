@@ -117,12 +117,15 @@ class StatusReporter:
         )
 
     async def remove(self, task: Task) -> None:
-        """Delete the status message once the result is out."""
+        """Delete the status message once the result is out (re-read: it
+        may have been recorded or replaced since the task was leased)."""
         self.forget(task.id)
-        if task.status_message_id is None:
+        fresh = await self.tasks.get(task.id)
+        message_id = fresh.status_message_id if fresh else task.status_message_id
+        if message_id is None:
             return
         try:
-            await self.bot.delete_message(task.chat_id, task.status_message_id)
+            await self.bot.delete_message(task.chat_id, message_id)
         except TelegramError as exc:
             log.info("could not delete status message of task %s: %s", task.id, exc)
 

@@ -12,3 +12,4 @@ def register_all(app: Application) -> None:  # type: ignore[type-arg]
     for module in (start, tasks, settings, providers_cmd, admin, faceswap, generate, photos, buttons, errors):
         module.register(app)
     start.register_fallback(app)
+    buttons.register_fallback(app)

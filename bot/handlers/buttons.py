@@ -128,5 +128,17 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await acknowledge(svc, outcome, message)  # type: ignore[arg-type]
 
 
+async def unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Data that is none of ours still gets an answer, or the spinner spins."""
+    query = update.callback_query
+    if query is not None:
+        await answer(query, t(pick_language(None, query.from_user.language_code), "btn_invalid"), alert=True)
+
+
 def register(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CallbackQueryHandler(on_button, pattern=r"^a:"))
+
+
+def register_fallback(app: Application) -> None:  # type: ignore[type-arg]
+    """After every other callback handler."""
+    app.add_handler(CallbackQueryHandler(unknown_button))

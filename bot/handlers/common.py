@@ -3,12 +3,14 @@ replying so that the answer quotes the request."""
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 from telegram import Message, ReplyParameters, Update
 from telegram.constants import ParseMode
 
-from bot.i18n import pick_language
+from bot.i18n import pick_language, t
+from bot.parsing import ParseError
 from bot.services import Services
 from storage.models import User
 
@@ -34,6 +36,12 @@ async def requester(update: Update, svc: Services) -> Requester | None:
     if chat.type != "private":
         await svc.store.accounts.seen_chat(chat.id, chat.type, chat.title)
     return Requester(user, pick_language(user.language, tg_user.language_code))
+
+
+def explain(language: str, error: ParseError) -> str:
+    """A parse error as a sentence; its values come from the user's text, so
+    they are escaped (the sentence goes out as HTML)."""
+    return t(language, error.key, **{k: html.escape(str(v)) for k, v in error.values.items()})
 
 
 async def reply(message: Message, text: str, **kwargs: object) -> Message:

@@ -9,7 +9,7 @@ import re
 from telegram import Message, MessageEntity, Update
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
-from bot.handlers.common import Requester, reply, requester
+from bot.handlers.common import Requester, explain, reply, requester
 from bot.handlers.images import ImageProblem, input_image
 from bot.handlers.submit import Request, start_task
 from bot.i18n import t
@@ -29,7 +29,7 @@ async def parse_or_explain(message: Message, who: Requester, text: str, defaults
     try:
         return parse_prompt(text, defaults)
     except ParseError as exc:
-        await reply(message, t(who.language, exc.key, **exc.values))
+        await reply(message, explain(who.language, exc))
         return None
 
 

@@ -11,7 +11,7 @@ from telegram import Message, Update
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bot.handlers import faceswap
-from bot.handlers.common import Requester, reply, requester
+from bot.handlers.common import Requester, explain, reply, requester
 from bot.handlers.generate import edit_image, mentions, without_mention
 from bot.handlers.images import ImageProblem, input_image
 from bot.handlers.submit import Request, start_task
@@ -49,7 +49,7 @@ async def one_image_job(
     try:
         params = parse_prompt(text or command, GenerationParams())
     except ParseError as exc:
-        await reply(message, t(who.language, exc.key, **exc.values))
+        await reply(message, explain(who.language, exc))
         return
     await start_task(svc, message, who, Request([ONE_IMAGE_COMMANDS[command]], params, inputs=[image]))
 
@@ -116,7 +116,7 @@ async def album_complete(svc: Services, parts: list[Message], who: Requester) ->
         try:
             params = parse_prompt(params_text, GenerationParams())
         except ParseError as exc:
-            await reply(captioned, t(who.language, exc.key, **exc.values))
+            await reply(captioned, explain(who.language, exc))
             return
         request = Request([Capability.EDIT, Capability.IMG2IMG], params, inputs=images[:MAX_EDIT_IMAGES])
         await start_task(svc, captioned, who, request)

@@ -3,13 +3,17 @@ every handler that starts work; nothing here waits for a vendor."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Message
+from telegram.constants import ParseMode
+from telegram.error import TelegramError
 
+from bot.engine.delivery import failure_notice
 from bot.engine.progress import status_text
 from bot.handlers.common import Requester, reply
 from bot.handlers.images import choose_capability
@@ -17,7 +21,7 @@ from bot.i18n import t
 from bot.services import Services
 from providers.registry import RoutingError
 from providers.types import Capability, GenerationParams
-from storage.models import NewTask, Task
+from storage.models import NewTask, Task, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,19 @@ async def acknowledge(svc: Services, task: Task, reply_to: Message) -> None:
     position = await svc.store.tasks.queue_position(task)
     ack = await reply(reply_to, status_text(task, "", queue_position=position))
     await svc.store.tasks.update(task.id, status_message_id=ack.message_id)
+    # A slow acknowledgement can arrive after the task already ended, when
+    # delivery could not yet use it: bring it up to date now (repeating what
+    # delivery may just have done is harmless).
+    fresh = await svc.store.tasks.get(task.id)
+    if fresh is None or not fresh.status.final:
+        return
+    with contextlib.suppress(TelegramError):
+        if fresh.status == TaskStatus.DELIVERED:
+            await ack.delete()
+        elif fresh.status == TaskStatus.FAILED:
+            await ack.edit_text(failure_notice(fresh), parse_mode=ParseMode.HTML)
+        else:
+            await ack.edit_text(t(fresh.language, "task_cancelled", task_id=fresh.id), parse_mode=ParseMode.HTML)
 
 
 async def start_task(svc: Services, message: Message, who: Requester, request: Request) -> Task | None:

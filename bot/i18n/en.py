@@ -69,7 +69,7 @@ MESSAGES: dict[str, str] = {
     "fail_not_found": "❌ The vendor lost this job. Please try again.",
     "fail_malformed": "❌ The vendor answered with something we could not read. Please try again.",
     "fail_error": "❌ Something went wrong with this task. Please try again.",
-    "fail_deadline": "❌ Not finished within {minutes} minutes, so it was stopped. Please try again.",
+    "fail_deadline": "❌ Not finished within the time limit ({minutes} min), so it was stopped. Please try again.",
     "fail_result_unusable": "❌ The vendor's result could not be downloaded or is not a valid image. Please try again.",
     "fail_cannot_deliver": "❌ The result could not be sent here.",
     "failed_task": "{reason}\n<i>Task #{task_id}: {prompt}</i>",
