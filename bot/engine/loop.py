@@ -56,9 +56,11 @@ class StageLoop(ABC):
     async def run(self, drain_seconds: float = 10.0) -> None:
         try:
             while not self._stopping:
+                # Cleared on every pass (not only when a slot is free): a
+                # wake-up left set would make a full stage spin.
+                self._wake.clear()
                 free = self.concurrency - len(self._inflight)
                 if free > 0:
-                    self._wake.clear()
                     try:
                         leased = await self.tasks.lease_due(self.statuses, free, self.lease_seconds)
                     except Exception:
@@ -68,7 +70,7 @@ class StageLoop(ABC):
                     for task in leased:
                         job = asyncio.create_task(self._guarded(task), name=f"{self.name}-{task.id}")
                         self._inflight.add(job)
-                        job.add_done_callback(self._inflight.discard)
+                        job.add_done_callback(self._job_done)
                     if leased and len(leased) == free:
                         await asyncio.sleep(0)
                         continue
@@ -81,6 +83,10 @@ class StageLoop(ABC):
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
 
+    def _job_done(self, job: asyncio.Task[None]) -> None:
+        self._inflight.discard(job)
+        self._wake.set()  # a slot is free: look for due work again
+
     async def _sleep(self) -> None:
         delay = self.idle_seconds
         if len(self._inflight) < self.concurrency:
@@ -92,13 +98,8 @@ class StageLoop(ABC):
                 delay = min(delay, max(0.0, due - time.time()))
         if delay <= 0:
             return
-        waker = asyncio.create_task(self._wake.wait())
-        try:
-            await asyncio.wait({waker, *self._inflight}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            # Not awaited: awaiting it under suppress(CancelledError) would
-            # swallow a cancellation of this loop that arrives meanwhile.
-            waker.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=delay)
 
     async def _guarded(self, task: Task) -> None:
         """Finish well inside the lease, so no second worker can take the row

@@ -47,6 +47,8 @@ def next_poll_delay(
     without one, back off geometrically from the vendor's typical duration."""
     if has_callback:
         return CALLBACK_SAFETY_POLL_SECONDS
+    if progress is not None and progress >= 1.0:
+        return MIN_POLL_SECONDS  # drawn, now uploading: it is a moment away
     if progress is not None and 0.02 <= progress < 1.0 and elapsed > 0:
         # Vendors charge per query: aim just past the predicted end rather
         # than ticking along with the progress bar.

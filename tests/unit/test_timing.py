@@ -173,9 +173,16 @@ def test_with_progress_far_from_done_is_capped() -> None:
     assert next_poll_delay(1, 100.0, 0.999, 20.0, has_callback=False) >= MIN_POLL_SECONDS
 
 
-@pytest.mark.parametrize("progress", [0.0, 0.01, 1.0, 1.5, float("nan")])
+@pytest.mark.parametrize("progress", [0.0, 0.01, float("nan")])
 def test_unusable_progress_falls_back_to_backoff(progress: float) -> None:
     assert next_poll_delay(2, 10.0, progress, 20.0, has_callback=False) == pytest.approx(7.5)
+
+
+@pytest.mark.parametrize("progress", [1.0, 1.5])
+def test_finished_drawing_is_polled_again_at_once(progress: float) -> None:
+    """Progress 1 while not yet done means uploading (zhiqite status 5):
+    the result is a moment away, so a backoff would only add lag."""
+    assert next_poll_delay(2, 10.0, progress, 20.0, has_callback=False) == MIN_POLL_SECONDS
 
 
 def test_zero_elapsed_falls_back_to_backoff() -> None:
