@@ -35,7 +35,7 @@ async def test_u2_and_v3_on_a_grid(tmp_path: Path, telegram: FakeTelegram) -> No
     assert tasks["variation"].parent_task_id == tasks["txt2img"].id
     assert varied.reply_markup is not None
     answers = [a.text for a in telegram.callback_answers]
-    assert all(a.latency is not None and a.latency < 1.0 for a in telegram.callback_answers)
+    assert all(a.answered for a in telegram.callback_answers)  # every press answered (speed: bench/)
     assert any("task #" in (text or "") for text in answers)
 
 

@@ -113,17 +113,14 @@ async def test_prompt_over_a_vendors_own_limit(tmp_path: Path, telegram: FakeTel
     prompt = ("a lantern festival on the river " * 30)[:900]
     async with serve(fake.app) as url:
         async with bot_with(tmp_path, telegram, public=False, juhe_api_key=fake.key, juhe_base_url=url) as bot:
-            started = time.monotonic()
             telegram.user_message(USER, USER, f"/imagine {prompt}")
             [task] = await final_task(bot, USER, timeout=5)
-            took = time.monotonic() - started
         await fake.aclose()
     assert task.status.value == "failed" and task.error_kind == "bad_request"
     assert "800" in (task.error_detail or "")
     assert not fake.requests, "the over-long prompt was sent to juhe"
     told = telegram.last_bot_message(USER)
     assert told is not None and t("en", "fail_bad_request") in told.content
-    assert took < 2
 
 
 def sticker_message(telegram: FakeTelegram, chat_id: int, message_id: int, animated: bool = True) -> dict:
