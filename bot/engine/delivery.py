@@ -170,7 +170,10 @@ class Delivery(StageLoop):
                     await self.bot.edit_message_text(text, chat_id=task.chat_id, message_id=task.status_message_id, parse_mode=ParseMode.HTML)
                 except BadRequest as exc:
                     if "not modified" not in exc.message.lower():
+                        # E.g. the status became a preview photo (no text to
+                        # edit): say it anew and take the stale status away.
                         await self._send_failure(task, text)
+                        await self.outcomes.reporter.remove(task)
             else:
                 await self._send_failure(task, text)
         except (Forbidden, BadRequest) as exc:
