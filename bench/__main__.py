@@ -55,9 +55,6 @@ async def main_async(args: argparse.Namespace) -> int:
             harness.DIAGNOSE_ENV["BENCH_SQL_STATS"] = str(RESULTS / "profiles" / "sql-{tag}.json")
         if "loops" in args.diagnose:
             harness.DIAGNOSE_ENV["BENCH_LOOP_STATS"] = str(RESULTS / "profiles" / "loops-{tag}.json")
-        whatif = [w.removeprefix("whatif-") for w in args.diagnose if w.startswith("whatif-")]
-        if whatif:
-            harness.DIAGNOSE_ENV["BENCH_WHATIF"] = ",".join(whatif)
         if "no-limiter" in args.diagnose:
             harness.DIAGNOSE_ENV["BENCH_NO_LIMITER"] = "1"
     started = time.monotonic()
@@ -112,8 +109,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--profile", choices=("py-spy", "cprofile"),
                         help="profile every bot subprocess into bench/results/profiles/")
-    parser.add_argument("--diagnose", nargs="+", choices=("sql", "loops", "no-limiter", "whatif-loop", "whatif-db", "whatif-poll"), default=[],
-                        help="run the bots under bench.botwrap (see there): SQL time per statement, scheduler-loop wake-ups,"
+    parser.add_argument("--diagnose", nargs="+", choices=("sql", "loops", "no-limiter"), default=[],
+                        help="run the bots under bench.botwrap (see there): SQL time per statement, scheduler ticks,"
                              " or the rate limiter off; written to bench/results/profiles/")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return asyncio.run(main_async(parser.parse_args()))

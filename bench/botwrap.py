@@ -7,21 +7,12 @@ BENCH_NO_LIMITER=1      the AIORateLimiter switched off, to tell the bot's own
 BENCH_SQL_STATS=<path>  every call aiosqlite runs on its worker thread,
                         counted and timed (seconds on that thread), per SQL
                         statement; written as JSON to <path> at exit.
-BENCH_WHATIF=loop       a proposed fix to bot/engine/loop.py, tried without
-                        touching the source (see _whatif_loop): the wake event
-                        is cleared on every pass, a finished job sets it, and
-                        the sleep waits on that one event only.
-BENCH_WHATIF=db         a proposed change to storage/db.py (see _whatif_db):
-                        each statement and its fetch run in ONE trip to the
-                        aiosqlite thread instead of three (execute, fetch,
-                        cursor close). Combine: BENCH_WHATIF=loop,db
-BENCH_WHATIF=poll       a proposed change to bot/engine/timing.py (see
-                        _whatif_poll): once the vendor reports progress 1.0
-                        (generated, uploading) poll again after the minimum
-                        delay instead of the geometric back-off.
-BENCH_LOOP_STATS=<path> per engine stage: how often its scheduler loop went to
-                        sleep, how often that sleep ended within 1 ms, and
-                        how many lease_due calls it made; JSON at exit.
+BENCH_LOOP_STATS=<path> per engine stage: how many scheduler ticks it ran
+                        and how many tasks they leased; JSON at exit.
+
+(The what-ifs this file once patched in, each statement in one database
+trip, a loop that does not spin when full, and an immediate poll once a job
+is uploading, are in the source now.)
 """
 
 from __future__ import annotations
@@ -38,14 +29,13 @@ from typing import Any
 
 
 def _limiter_off() -> None:
-    from telegram.ext import AIORateLimiter
-
     import bot.app
+    from bot.telegram_limits import TelegramRateLimiter
 
-    def unlimited(max_retries: int = 0) -> AIORateLimiter:
-        return AIORateLimiter(overall_max_rate=0, group_max_rate=0, max_retries=max_retries)
+    def unlimited(max_retries: int = 0) -> TelegramRateLimiter:
+        return TelegramRateLimiter(overall_max_rate=0, group_max_rate=0, max_retries=max_retries)
 
-    bot.app.AIORateLimiter = unlimited  # type: ignore[assignment]
+    bot.app.TelegramRateLimiter = unlimited  # type: ignore[assignment,misc]
 
 
 def _sql_stats(path: str) -> None:
@@ -59,8 +49,11 @@ def _sql_stats(path: str) -> None:
         func = getattr(function, "func", function)
         name = getattr(func, "__name__", repr(func))
         args = getattr(function, "args", ())
-        if args and isinstance(args[0], str):
-            return f"{name}: " + re.sub(r"\s+", " ", args[0]).strip()[:160]
+        # storage.db runs closures over the SQL text: name the call by it.
+        texts = [*args, *(c.cell_contents for c in getattr(func, "__closure__", None) or ())]
+        for text in texts:
+            if isinstance(text, str) and re.match(r"\s*(SELECT|UPDATE|INSERT|DELETE|WITH)\b", text, re.IGNORECASE):
+                return f"{name}: " + re.sub(r"\s+", " ", text).strip()[:160]
         return name
 
     def timed(function: Any) -> Any:
@@ -100,30 +93,19 @@ def _sql_stats(path: str) -> None:
 
 
 def _loop_stats(path: str) -> None:
-    from bot.engine.loop import StageLoop
-
-    stats: dict[str, dict[str, int]] = defaultdict(lambda: {"sleeps": 0, "woke_within_1ms": 0, "leases": 0})
-    original_sleep = StageLoop._sleep
-
-    async def sleep(self: StageLoop) -> None:
-        began = time.perf_counter()
-        await original_sleep(self)
-        entry = stats[self.name]
-        entry["sleeps"] += 1
-        if time.perf_counter() - began < 0.001:
-            entry["woke_within_1ms"] += 1
-
-    StageLoop._sleep = sleep  # type: ignore[method-assign]
-
     import storage.tasks
 
-    original_lease = storage.tasks.TaskRepository.lease_due
+    stats: dict[str, dict[str, int]] = defaultdict(lambda: {"ticks": 0, "leased": 0})
+    original = storage.tasks.TaskRepository.take_due
 
-    async def lease_due(self: Any, statuses: Any, limit: int, lease_seconds: float) -> Any:
-        stats["+".join(s.value for s in statuses)]["leases"] += 1
-        return await original_lease(self, statuses, limit, lease_seconds)
+    async def take_due(self: Any, statuses: Any, limit: int, lease_seconds: float) -> Any:
+        leased, next_due = await original(self, statuses, limit, lease_seconds)
+        entry = stats["+".join(s.value for s in statuses)]
+        entry["ticks"] += 1
+        entry["leased"] += len(leased)
+        return leased, next_due
 
-    storage.tasks.TaskRepository.lease_due = lease_due  # type: ignore[method-assign]
+    storage.tasks.TaskRepository.take_due = take_due  # type: ignore[method-assign]
 
     def dump() -> None:
         with open(path, "w") as out:
@@ -132,163 +114,11 @@ def _loop_stats(path: str) -> None:
     atexit.register(dump)
 
 
-def _whatif_loop() -> None:
-    """StageLoop.run/_sleep as proposed for bot/engine/loop.py. Today a
-    wake() that arrives while a stage is at its concurrency limit is never
-    cleared (clear() only runs when a slot is free), so _sleep returns at once
-    and the loop spins, building an asyncio.wait over every in-flight job on
-    each turn, until a job finishes."""
-    import asyncio
-    import contextlib
-    import logging
-
-    from bot.engine.loop import StageLoop
-
-    log = logging.getLogger("bot.engine.loop")
-
-    async def run(self: StageLoop, drain_seconds: float = 10.0) -> None:
-        def finished(job: asyncio.Task[None]) -> None:
-            self._inflight.discard(job)
-            self._wake.set()  # a free slot is a reason to look again
-
-        try:
-            while not self._stopping:
-                self._wake.clear()
-                free = self.concurrency - len(self._inflight)
-                if free > 0:
-                    try:
-                        leased = await self.tasks.lease_due(self.statuses, free, self.lease_seconds)
-                    except Exception:
-                        log.exception("%s: could not lease due tasks", self.name)
-                        leased = []
-                        await asyncio.sleep(1.0)
-                    for task in leased:
-                        job = asyncio.create_task(self._guarded(task), name=f"{self.name}-{task.id}")
-                        self._inflight.add(job)
-                        job.add_done_callback(finished)
-                    if leased and len(leased) == free:
-                        await asyncio.sleep(0)
-                        continue
-                await self._sleep()
-            if self._inflight:
-                await asyncio.wait(set(self._inflight), timeout=drain_seconds)
-        finally:
-            for job in list(self._inflight):
-                job.cancel()
-            if self._inflight:
-                await asyncio.gather(*self._inflight, return_exceptions=True)
-
-    async def _sleep(self: StageLoop) -> None:
-        delay = self.idle_seconds
-        if len(self._inflight) < self.concurrency:
-            try:
-                due = await self.tasks.next_due_at(self.statuses)
-            except Exception:  # noqa: BLE001 - as in bot/engine/loop.py
-                due = None
-            if due is not None:
-                delay = min(delay, max(0.0, due - time.time()))
-        if delay <= 0 or self._wake.is_set():
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=delay)
-
-    StageLoop.run = run  # type: ignore[method-assign]
-    StageLoop._sleep = _sleep  # type: ignore[method-assign]
-
-
-def _whatif_db() -> None:
-    """Database.fetchone/fetchall/execute/insert as proposed: today each is
-    ``async with conn.execute(...) as cur: await cur.fetch…()``, i.e. three
-    queue hand-offs to the aiosqlite thread and three wake-ups of the event
-    loop (execute, fetch, close); one function on that thread does it all."""
-    from storage.db import Database
-
-    async def _one_trip(self: Database, work: Any) -> Any:
-        async with self.lock:
-            return await self._conn._execute(work)
-
-    async def fetchone(self: Database, sql: str, params: Any = ()) -> Any:
-        conn = self._conn._conn
-
-        def work() -> Any:
-            cur = conn.execute(sql, params)
-            try:
-                return cur.fetchone()
-            finally:
-                cur.close()
-
-        return await _one_trip(self, work)
-
-    async def fetchall(self: Database, sql: str, params: Any = ()) -> Any:
-        conn = self._conn._conn
-
-        def work() -> Any:
-            cur = conn.execute(sql, params)
-            try:
-                return cur.fetchall()
-            finally:
-                cur.close()
-
-        return await _one_trip(self, work)
-
-    async def execute(self: Database, sql: str, params: Any = ()) -> int:
-        conn = self._conn._conn
-
-        def work() -> int:
-            cur = conn.execute(sql, params)
-            try:
-                return cur.rowcount
-            finally:
-                cur.close()
-
-        return await _one_trip(self, work)
-
-    async def insert(self: Database, sql: str, params: Any = ()) -> Any:
-        conn = self._conn._conn
-
-        def work() -> Any:
-            cur = conn.execute(sql, params)
-            try:
-                return cur.lastrowid if cur.rowcount else None
-            finally:
-                cur.close()
-
-        return await _one_trip(self, work)
-
-    Database.fetchone = fetchone  # type: ignore[method-assign]
-    Database.fetchall = fetchall  # type: ignore[method-assign]
-    Database.execute = execute  # type: ignore[method-assign]
-    Database.insert = insert  # type: ignore[method-assign]
-
-
-def _whatif_poll() -> None:
-    import bot.engine.outcomes
-    from bot.engine import timing
-
-    original = timing.next_poll_delay
-
-    def next_poll_delay(polls: int, elapsed: float, progress: float | None, typical_seconds: float,
-                        has_callback: bool) -> float:
-        if not has_callback and progress is not None and progress >= 1.0:
-            return timing.MIN_POLL_SECONDS
-        return original(polls, elapsed, progress, typical_seconds, has_callback)
-
-    timing.next_poll_delay = next_poll_delay
-    bot.engine.outcomes.next_poll_delay = next_poll_delay  # imported by name there
-
-
 def main() -> int:
     if os.environ.get("BENCH_NO_LIMITER") == "1":
         _limiter_off()
     if os.environ.get("BENCH_SQL_STATS"):
         _sql_stats(os.environ["BENCH_SQL_STATS"])
-    whatif = set(os.environ.get("BENCH_WHATIF", "").split(","))
-    if "loop" in whatif:
-        _whatif_loop()
-    if "db" in whatif:
-        _whatif_db()
-    if "poll" in whatif:
-        _whatif_poll()
     if os.environ.get("BENCH_LOOP_STATS"):
         _loop_stats(os.environ["BENCH_LOOP_STATS"])
     from bot.__main__ import main as bot_main

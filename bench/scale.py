@@ -1,7 +1,7 @@
 """5. Scale: 10,000 pending tasks in the database (half queued, half running
 at the vendor, all due an hour or two from now). The bot's RSS with them; the
-cost of one scheduler tick (a stage's lease_due + next_due_at, through the
-bot's own TaskRepository) with 10 and with 10,000 pending; and, after the bot
+cost of one scheduler tick (a stage's take_due: lease what is due and learn
+when the rest comes due, through the bot's own TaskRepository) with 10 and with 10,000 pending; and, after the bot
 is SIGKILLed with jobs at the vendor, the time from re-spawning it to the
 first photo delivered."""
 
@@ -62,8 +62,7 @@ async def tick_costs(path: Path, rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             for stage in STAGES:
                 began = time.perf_counter()
-                leased = await store.tasks.lease_due(stage.statuses, stage.concurrency, stage.lease_seconds)
-                await store.tasks.next_due_at(stage.statuses)
+                leased, _ = await store.tasks.take_due(stage.statuses, stage.concurrency, stage.lease_seconds)
                 idle[stage.name].append(time.perf_counter() - began)
                 assert not leased, "nothing should be due in the scale database"
     finally:
@@ -90,8 +89,7 @@ async def tick_costs(path: Path, rounds: int) -> dict[str, Any]:
                         (time.time() - 1, *[s.value for s in stage.statuses], batch),
                     )
                     began = time.perf_counter()
-                    leased = await store.tasks.lease_due(stage.statuses, stage.concurrency, stage.lease_seconds)
-                    await store.tasks.next_due_at(stage.statuses)
+                    leased, _ = await store.tasks.take_due(stage.statuses, stage.concurrency, stage.lease_seconds)
                     times.append(time.perf_counter() - began)
                     assert len(leased) == batch
                     # Put them back far ahead so the next round leases fresh rows.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,13 @@ def _assignments(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     return sql, values
 
 
+def _next_due_statement(statuses: Sequence[TaskStatus]) -> tuple[str, list[str]]:
+    """MIN(next_run_at) over these statuses: one index probe per status (a
+    MIN over "status IN (...)" would scan), in one statement."""
+    probes = " UNION ALL ".join("SELECT MIN(next_run_at) AS due FROM tasks WHERE status = ?" for _ in statuses)
+    return f"SELECT MIN(due) FROM ({probes})", [s.value for s in statuses]
+
+
 class TaskRepository:
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
@@ -71,12 +79,13 @@ class TaskRepository:
         """Store a new queued task, due at once. None when the same request
         (chat + message, or parent + action) already made one."""
         now = self.clock()
-        task_id = await self.db.insert(
+        row = await self.db.fetchone(
             """INSERT OR IGNORE INTO tasks (
                 kind, status, user_id, chat_id, chat_type, thread_id, request_message_id,
                 language, params, inputs, source, parent_task_id, action_key, provider,
                 business_id, callback_token, next_run_at, deadline_at, created_at, updated_at
-            ) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            ) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            RETURNING *""",
             (
                 new.kind,
                 new.user_id,
@@ -99,7 +108,7 @@ class TaskRepository:
                 now,
             ),
         )
-        return None if task_id is None else await self.get(task_id)
+        return Task.from_row(row) if row else None
 
     async def get(self, task_id: int) -> Task | None:
         row = await self.db.fetchone("SELECT * FROM tasks WHERE id = ?", (task_id,))
@@ -126,17 +135,40 @@ class TaskRepository:
     ) -> list[Task]:
         """Take up to ``limit`` due rows in these statuses for one worker.
         The lease is next_run_at pushed ``lease_seconds`` ahead."""
+        rows = await self.db.fetchall(*self._lease_statement(statuses, limit, lease_seconds))
+        return sorted((Task.from_row(r) for r in rows), key=lambda t: t.id)
+
+    async def next_due_at(self, statuses: Sequence[TaskStatus]) -> float | None:
+        """When the earliest of these rows comes due."""
+        row = await self.db.fetchone(*_next_due_statement(statuses))
+        return row[0] if row else None
+
+    async def take_due(
+        self, statuses: Sequence[TaskStatus], limit: int, lease_seconds: float
+    ) -> tuple[list[Task], float | None]:
+        """A scheduler tick in one trip to the database: lease_due, then
+        next_due_at of what is left (so the stage knows how long to sleep)."""
+        lease_sql, lease_params = self._lease_statement(statuses, limit, lease_seconds)
+        due_sql, due_params = _next_due_statement(statuses)
+
+        def tick(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], float | None]:
+            rows = conn.execute(lease_sql, lease_params).fetchall()
+            return rows, conn.execute(due_sql, due_params).fetchone()[0]
+
+        rows, next_due = await self.db.run(tick)
+        return sorted((Task.from_row(r) for r in rows), key=lambda t: t.id), next_due
+
+    def _lease_statement(
+        self, statuses: Sequence[TaskStatus], limit: int, lease_seconds: float
+    ) -> tuple[str, tuple[Any, ...]]:
         now = self.clock()
         marks = ",".join("?" for _ in statuses)
-        rows = await self.db.fetchall(
-            f"""UPDATE tasks SET lease_token = ?, next_run_at = ?, updated_at = ?
+        sql = f"""UPDATE tasks SET lease_token = ?, next_run_at = ?, updated_at = ?
                 WHERE id IN (
                     SELECT id FROM tasks WHERE status IN ({marks}) AND next_run_at <= ?
                     ORDER BY next_run_at LIMIT ?)
-                RETURNING *""",
-            (secrets.token_hex(8), now + lease_seconds, now, *[s.value for s in statuses], now, limit),
-        )
-        return sorted((Task.from_row(r) for r in rows), key=lambda t: t.id)
+                RETURNING *"""
+        return sql, (secrets.token_hex(8), now + lease_seconds, now, *[s.value for s in statuses], now, limit)
 
     async def release_leases(self) -> int:
         """At start-up: leases held by a process that died are void, and the
@@ -148,17 +180,6 @@ class TaskRepository:
             (now, now),
         )
 
-    async def next_due_at(self, statuses: Sequence[TaskStatus]) -> float | None:
-        """When the earliest of these rows comes due (one index probe per status)."""
-        times = []
-        for status in statuses:
-            row = await self.db.fetchone(
-                "SELECT MIN(next_run_at) FROM tasks WHERE status = ?", (status.value,)
-            )
-            if row and row[0] is not None:
-                times.append(row[0])
-        return min(times) if times else None
-
     async def transition(
         self,
         task_id: int,
@@ -168,8 +189,9 @@ class TaskRepository:
         lease_token: str | None = None,
         next_run_at: float | None = None,
         **fields: Any,
-    ) -> bool:
-        """Compare-and-set the status; False when someone else moved it first."""
+    ) -> Task | None:
+        """Compare-and-set the status: the task as it is now, or None when
+        someone else moved it first."""
         sets, values = _assignments(fields)
         expected = _statuses(expect)
         marks = ",".join("?" for _ in expected)
@@ -183,19 +205,21 @@ class TaskRepository:
         if lease_token is not None:
             sql += " AND lease_token = ?"
             params.append(lease_token)
-        return await self.db.execute(sql, params) == 1
+        row = await self.db.fetchone(sql + " RETURNING *", params)
+        return Task.from_row(row) if row else None
 
     async def reschedule(
         self, task_id: int, lease_token: str, next_run_at: float, **fields: Any
-    ) -> bool:
-        """Keep the status, release the lease, come back at ``next_run_at``."""
+    ) -> Task | None:
+        """Keep the status, release the lease, come back at ``next_run_at``:
+        the task as it is now, or None when the lease was no longer ours."""
         sets, values = _assignments(fields)
-        changed = await self.db.execute(
+        row = await self.db.fetchone(
             f"UPDATE tasks SET lease_token = NULL, next_run_at = ?, updated_at = ?{sets}"
-            " WHERE id = ? AND lease_token = ?",
+            " WHERE id = ? AND lease_token = ? RETURNING *",
             (next_run_at, self.clock(), *values, task_id, lease_token),
         )
-        return changed == 1
+        return Task.from_row(row) if row else None
 
     async def update(self, task_id: int, **fields: Any) -> None:
         """Set bookkeeping columns that do not decide who owns the task."""
@@ -204,6 +228,14 @@ class TaskRepository:
             f"UPDATE tasks SET updated_at = ?{sets} WHERE id = ?",
             (self.clock(), *values, task_id),
         )
+
+    async def record_status_message(self, task_id: int, message_id: int) -> Task | None:
+        """Note the task's status message; returns the task as it is now."""
+        row = await self.db.fetchone(
+            "UPDATE tasks SET status_message_id = ?, updated_at = ? WHERE id = ? RETURNING *",
+            (message_id, self.clock(), task_id),
+        )
+        return Task.from_row(row) if row else None
 
     async def succeed(
         self,
@@ -226,16 +258,18 @@ class TaskRepository:
         if lease_token is not None:
             sql += " AND lease_token = ?"
             params.append(lease_token)
-        async with self.db.transaction() as conn:
-            async with conn.execute(sql, params) as cur:
-                if cur.rowcount != 1:
-                    return False
-            await conn.executemany(
+
+        def work(conn: sqlite3.Connection) -> bool:
+            if conn.execute(sql, params).rowcount != 1:
+                return False
+            conn.executemany(
                 "INSERT OR REPLACE INTO task_images (task_id, idx, url, data, mime, seed)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 [(task_id, i, im.url, im.data, im.mime, im.seed) for i, im in enumerate(images)],
             )
-        return True
+            return True
+
+        return await self.db.transaction(work)
 
     async def images(self, task_id: int) -> list[TaskImage]:
         rows = await self.db.fetchall(
@@ -254,32 +288,39 @@ class TaskRepository:
 
     async def record_sent(self, task_id: int, sent: Sequence[tuple[int, str, int]]) -> None:
         """Note images Telegram already accepted, before the delivery is complete."""
-        async with self.db.transaction() as conn:
-            await conn.executemany(
-                "UPDATE task_images SET file_id = ?, message_id = ? WHERE task_id = ? AND idx = ?",
-                [(file_id, message_id, task_id, idx) for idx, file_id, message_id in sent],
+        rows = [(file_id, message_id, task_id, idx) for idx, file_id, message_id in sent]
+        await self.db.transaction(
+            lambda conn: conn.executemany(
+                "UPDATE task_images SET file_id = ?, message_id = ? WHERE task_id = ? AND idx = ?", rows
             )
+        )
 
     async def mark_delivered(
         self, task_id: int, lease_token: str, sent: Sequence[tuple[int, str, int]]
-    ) -> bool:
+    ) -> Task | None:
         """SUCCEEDED → DELIVERED with the Telegram file_ids of (idx, file_id,
-        message_id); the image bytes are dropped (Telegram keeps the file)."""
+        message_id); the image bytes are dropped (Telegram keeps the file).
+        Returns the delivered task, or None when the lease was no longer ours."""
         now = self.clock()
-        async with self.db.transaction() as conn:
-            async with conn.execute(
+
+        def work(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            row = conn.execute(
                 "UPDATE tasks SET status = 'delivered', lease_token = NULL, updated_at = ?,"
-                " delivered_at = ? WHERE id = ? AND status = 'succeeded' AND lease_token = ?",
+                " delivered_at = ? WHERE id = ? AND status = 'succeeded' AND lease_token = ?"
+                " RETURNING *",
                 (now, now, task_id, lease_token),
-            ) as cur:
-                if cur.rowcount != 1:
-                    return False
-            await conn.executemany(
+            ).fetchone()
+            if row is None:
+                return None
+            conn.executemany(
                 "UPDATE task_images SET file_id = ?, message_id = ?, data = NULL"
                 " WHERE task_id = ? AND idx = ?",
                 [(file_id, message_id, task_id, idx) for idx, file_id, message_id in sent],
             )
-        return True
+            return row
+
+        row = await self.db.transaction(work)
+        return Task.from_row(row) if row else None
 
     async def queue_position(self, task: Task) -> int:
         """1-based place among queued tasks (older first)."""

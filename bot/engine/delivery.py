@@ -4,6 +4,7 @@ Failed tasks: tell the user why. Each step retries on its own."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import time
@@ -17,9 +18,9 @@ from bot.engine.downloads import DownloadError, fetch_image, inspect_image
 from bot.engine.loop import StageLoop
 from bot.engine.outcomes import Outcomes
 from bot.engine.progress import short_prompt
+from bot.engine.sender import ResultSender
 from bot.engine.timing import retry_delay
 from bot.i18n import t
-from bot.engine.sender import ResultSender
 from storage.models import Task, TaskImage, TaskStatus
 from storage.tasks import TaskRepository
 
@@ -107,9 +108,10 @@ class Delivery(StageLoop):
             log.warning("task %s: sending failed: %s", task.id, exc)
             await self._retry_later(task)
             return
-        if await self.tasks.mark_delivered(task.id, task.lease_token or "", sent):
+        delivered = await self.tasks.mark_delivered(task.id, task.lease_token or "", sent)
+        if delivered is not None:
             log.info("task %s delivered (%d image(s))", task.id, len(sent))
-            await self.outcomes.reporter.remove(task)
+            await self.outcomes.reporter.remove(delivered, current=True)
 
     async def _send_description(self, task: Task, description: str) -> None:
         """/describe answers with words, not images."""
@@ -126,8 +128,9 @@ class Delivery(StageLoop):
             log.warning("task %s: description not sent: %s", task.id, exc)
             await self._retry_later(task)
             return
-        if await self.tasks.mark_delivered(task.id, task.lease_token or "", []):
-            await self.outcomes.reporter.remove(task)
+        delivered = await self.tasks.mark_delivered(task.id, task.lease_token or "", [])
+        if delivered is not None:
+            await self.outcomes.reporter.remove(delivered, current=True)
 
     async def _retry_later(self, task: Task, retry_after: float | None = None) -> None:
         attempts = task.attempts + 1
@@ -140,8 +143,7 @@ class Delivery(StageLoop):
         """Every result image with its bytes checked and stored, or None
         when this attempt ended (retry scheduled or task failed)."""
         images = await self.tasks.images(task.id)
-        changed = False
-        for image in images:
+        for position, image in enumerate(images):
             if image.file_id is not None or image.width is not None:
                 continue
             try:
@@ -159,8 +161,10 @@ class Delivery(StageLoop):
                     await self._retry_later(task)
                 return None
             await self.tasks.store_image_data(task.id, image.idx, checked.data, checked.mime, checked.width, checked.height)
-            changed = True
-        return await self.tasks.images(task.id) if changed else images
+            images[position] = dataclasses.replace(
+                image, data=checked.data, mime=checked.mime, width=checked.width, height=checked.height
+            )
+        return images
 
     async def _notify_failure(self, task: Task) -> None:
         text = failure_notice(task)

@@ -112,7 +112,9 @@ class Dispatcher(StageLoop):
         # Re-read: the status message may have been recorded after our lease.
         fresh = await self.tasks.get(task.id)
         if fresh is not None:
-            await self.outcomes.reporter.show(fresh, status_text(fresh, vendor_title or capability.value, retrying=True))
+            await self.outcomes.reporter.show(
+                fresh, status_text(fresh, vendor_title or capability.value, retrying=True), force=True
+            )
 
     async def _spec(
         self, task: Task, provider: Provider, params: GenerationParams, capability: Capability
@@ -143,7 +145,7 @@ class Dispatcher(StageLoop):
 
     async def _accepted(self, task: Task, provider: Provider, submitted: Submitted) -> None:
         now = time.time()
-        moved = await self.tasks.transition(
+        fresh = await self.tasks.transition(
             task.id,
             TaskStatus.QUEUED,
             TaskStatus.SUBMITTED,
@@ -155,14 +157,14 @@ class Dispatcher(StageLoop):
             attempts=0,
             polls=0,
         )
-        if not moved:  # cancelled meanwhile
+        if fresh is None:  # cancelled meanwhile
             await provider.cancel(submitted.job_id)
             return
         log.info("task %s submitted to %s as %s", task.id, provider.id, submitted.job_id[:64])
         self.wake_poller()  # it may be asleep until later than this task's first poll
-        fresh = await self.tasks.get(task.id)
-        assert fresh is not None
         if submitted.state is not None and submitted.state.finished:
             await self.outcomes.apply(fresh, provider, submitted.state, lease_token=None)
         else:
-            await self.outcomes.reporter.show(fresh, status_text(fresh, provider.title), force=True)
+            # Not forced: right after a "Starting…" acknowledgement the
+            # change is not worth a message edit of its own.
+            await self.outcomes.reporter.show(fresh, status_text(fresh, provider.title))

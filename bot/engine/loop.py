@@ -59,22 +59,12 @@ class StageLoop(ABC):
                 # Cleared on every pass (not only when a slot is free): a
                 # wake-up left set would make a full stage spin.
                 self._wake.clear()
-                free = self.concurrency - len(self._inflight)
-                if free > 0:
-                    try:
-                        leased = await self.tasks.lease_due(self.statuses, free, self.lease_seconds)
-                    except Exception:
-                        log.exception("%s: could not lease due tasks", self.name)
-                        leased = []
-                        await asyncio.sleep(1.0)
-                    for task in leased:
-                        job = asyncio.create_task(self._guarded(task), name=f"{self.name}-{task.id}")
-                        self._inflight.add(job)
-                        job.add_done_callback(self._job_done)
-                    if leased and len(leased) == free:
-                        await asyncio.sleep(0)
-                        continue
-                await self._sleep()
+                delay = await self._tick()
+                if delay is None:
+                    await asyncio.sleep(0)  # every slot filled: more may be due
+                elif delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
             if self._inflight:
                 await asyncio.wait(set(self._inflight), timeout=drain_seconds)
         finally:
@@ -83,23 +73,32 @@ class StageLoop(ABC):
             if self._inflight:
                 await asyncio.gather(*self._inflight, return_exceptions=True)
 
+    async def _tick(self) -> float | None:
+        """Lease what is due and start it. Returns how long to sleep unless
+        woken, or None to look again at once."""
+        free = self.concurrency - len(self._inflight)
+        if free <= 0:
+            return self.idle_seconds  # a finishing job wakes us
+        try:
+            leased, next_due = await self.tasks.take_due(self.statuses, free, self.lease_seconds)
+        except Exception:
+            log.exception("%s: could not lease due tasks", self.name)
+            return 1.0
+        for task in leased:
+            job = asyncio.create_task(self._guarded(task), name=f"{self.name}-{task.id}")
+            self._inflight.add(job)
+            job.add_done_callback(self._job_done)
+        if leased and len(leased) == free:
+            return None
+        if next_due is None:
+            return self.idle_seconds
+        return min(self.idle_seconds, max(0.0, next_due - time.time()))
+
     def _job_done(self, job: asyncio.Task[None]) -> None:
         self._inflight.discard(job)
-        self._wake.set()  # a slot is free: look for due work again
-
-    async def _sleep(self) -> None:
-        delay = self.idle_seconds
-        if len(self._inflight) < self.concurrency:
-            try:
-                due = await self.tasks.next_due_at(self.statuses)
-            except Exception:
-                due = None
-            if due is not None:
-                delay = min(delay, max(0.0, due - time.time()))
-        if delay <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        # A slot is free, and the job may have moved its task's next run
+        # earlier than this stage planned to wake: look again.
+        self._wake.set()
 
     async def _guarded(self, task: Task) -> None:
         """Finish well inside the lease, so no second worker can take the row

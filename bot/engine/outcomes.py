@@ -87,6 +87,7 @@ class Outcomes:
         if lease_token is None:
             # A progress callback: note it; the poller's schedule stays.
             await self.tasks.update(task.id, progress=progress, queue_position=state.queue_position)
+            fresh = await self.tasks.get(task.id)
         else:
             elapsed = time.time() - (task.submitted_at or task.created_at)
             delay = next_poll_delay(
@@ -100,14 +101,11 @@ class Outcomes:
             # Never sleep past the deadline: the poller fails it then.
             next_run_at = min(time.time() + delay, task.deadline_at)
             if state.status == JobStatus.RUNNING and task.status == TaskStatus.SUBMITTED:
-                moved = await self.tasks.transition(
+                fresh = await self.tasks.transition(
                     task.id, TaskStatus.SUBMITTED, TaskStatus.RUNNING,
                     lease_token=lease_token, next_run_at=next_run_at, **fields,
                 )
             else:
-                moved = await self.tasks.reschedule(task.id, lease_token, next_run_at, **fields)
-            if not moved:
-                return
-        fresh = await self.tasks.get(task.id)
+                fresh = await self.tasks.reschedule(task.id, lease_token, next_run_at, **fields)
         if fresh is not None and fresh.status in AT_VENDOR:
             await self.reporter.show(fresh, status_text(fresh, provider.title), preview=state.preview)

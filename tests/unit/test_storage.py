@@ -329,6 +329,22 @@ async def test_next_due_at(store: Store, clock: Clock) -> None:
     assert await store.tasks.next_due_at([S.SUBMITTED, S.RUNNING]) == T0 + 50
 
 
+async def test_take_due_leases_and_says_when_the_rest_is_due(store: Store, clock: Clock) -> None:
+    first = await store.tasks.create(new_task())
+    clock.advance(1)
+    second = await store.tasks.create(new_task())
+    later = await store.tasks.create(new_task())
+    await store.tasks.transition(later.id, S.QUEUED, S.QUEUED, next_run_at=T0 + 40)
+    clock.advance(1)
+    leased, next_due = await store.tasks.take_due([S.QUEUED], limit=1, lease_seconds=30)
+    assert [t.id for t in leased] == [first.id] and leased[0].lease_token
+    assert next_due == T0 + 1  # the second is due already: the stage must look again at once
+    leased, next_due = await store.tasks.take_due([S.QUEUED], limit=5, lease_seconds=30)
+    assert [t.id for t in leased] == [second.id]
+    assert next_due == T0 + 32  # leased at T0 + 2 for 30 s: before the later task (T0 + 40)
+    assert await store.tasks.take_due([S.SUBMITTED], limit=5, lease_seconds=30) == ([], None)
+
+
 async def test_due_query_uses_index(store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     for _ in range(3):
         await store.tasks.create(new_task())
@@ -351,6 +367,44 @@ async def test_due_query_uses_index(store: Store, clock: Clock, monkeypatch: pyt
     details = [row[3] for row in plan]
     assert any(re.search(r"USING (COVERING )?INDEX tasks_due\b", d) for d in details), details
     assert not any(re.match(r"SCAN tasks\b", d) for d in details), details
+
+
+async def test_next_due_probes_the_index_once_per_status(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.tasks.create(new_task())
+    captured: list[tuple[str, tuple]] = []
+    real_fetchone = store.db.fetchone
+
+    async def spy(sql: str, params=()):  # type: ignore[no-untyped-def]
+        captured.append((sql, tuple(params)))
+        return await real_fetchone(sql, params)
+
+    monkeypatch.setattr(store.db, "fetchone", spy)
+    await store.tasks.next_due_at([S.SUBMITTED, S.RUNNING])
+    monkeypatch.undo()
+    [(sql, params)] = captured  # one statement, whatever the number of statuses
+    plan = await store.db.fetchall(f"EXPLAIN QUERY PLAN {sql}", params)
+    details = [row[3] for row in plan]
+    assert sum(bool(re.search(r"INDEX tasks_due\b", d)) for d in details) == 2, details
+    assert not any(re.match(r"SCAN tasks\b", d) for d in details), details
+
+
+async def test_transaction_commits_all_or_nothing(store: Store) -> None:
+    task = await store.tasks.create(new_task())
+    assert task is not None
+
+    def half_done(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE tasks SET polls = 7 WHERE id = ?", (task.id,))
+        raise RuntimeError("crash between two statements")
+
+    with pytest.raises(RuntimeError):
+        await store.db.transaction(half_done)
+    assert (await store.tasks.get(task.id)).polls == 0  # type: ignore[union-attr]
+    assert await store.db.transaction(
+        lambda conn: conn.execute("UPDATE tasks SET polls = 8 WHERE id = ?", (task.id,)).rowcount
+    ) == 1
+    assert (await store.tasks.get(task.id)).polls == 8  # type: ignore[union-attr]
 
 
 # --------------------------------------------------------------------------- #
@@ -382,8 +436,8 @@ async def test_transition_right_moves_and_clears_lease(store: Store, clock: Cloc
         task.id, S.QUEUED, S.SUBMITTED, lease_token=leased.lease_token, next_run_at=T0 + 20,
         provider="sandbox", provider_job_id="job-1", submitted_at=T0 + 2,
     )
-    assert moved
-    fresh = await store.tasks.get(task.id)
+    assert moved == await store.tasks.get(task.id)  # the row as it is now, without a re-read
+    fresh = moved
     assert fresh.status is S.SUBMITTED
     assert fresh.lease_token is None
     assert fresh.next_run_at == T0 + 20
