@@ -47,6 +47,9 @@ PROMPT_CHAT = re.compile(r"\bc(\d+)\b")
 PROMPT_SECONDS = re.compile(r"\bvt(\d+(?:\.\d+)?)\b")
 
 SEND_METHODS = frozenset({"sendMessage", "sendPhoto", "sendDocument", "sendMediaGroup"})
+# What the user sees at once: the bot's first message, or its reaction on the
+# request (the bot reacts 👀 when Telegram's message limit holds messages back).
+ACK_METHODS = SEND_METHODS | {"setMessageReaction"}
 
 
 def prompt(chat: int, vendor_seconds: float) -> str:
@@ -182,7 +185,8 @@ class CallTracker:
         self._cursor = 0
         self._open: list[ApiCall] = []
         self.calls: list[Sent] = []
-        self.first_reply: dict[int, float] = {}
+        self.first_reply: dict[int, float] = {}  # chat → first message or reaction
+        self.first_message: dict[int, float] = {}  # chat → first message
         self.results: dict[int, float] = {}
         self.result_order: list[tuple[float, int]] = []
 
@@ -204,8 +208,10 @@ class CallTracker:
             self.calls.append(Sent(call.timestamp, call.method, chat, call.ok, result))
             if chat is None or not call.ok:
                 continue
-            if call.method in SEND_METHODS and chat not in self.first_reply:
+            if call.method in ACK_METHODS and chat not in self.first_reply:
                 self.first_reply[chat] = call.timestamp
+            if call.method in SEND_METHODS and chat not in self.first_message:
+                self.first_message[chat] = call.timestamp
             if result and chat not in self.results:
                 self.results[chat] = call.timestamp
                 self.result_order.append((call.timestamp, chat))

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from telegram import BotCommand, Update
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+from telegram.ext import Application, ApplicationBuilder
 
 from bot.config import Settings
 from bot.engine import Engine
@@ -21,6 +21,7 @@ from bot.i18n import LANGUAGES, t
 from bot.keyboards import CallbackCodec
 from bot.polling import UpdatePoller
 from bot.services import SERVICES_KEY, Services
+from bot.telegram_limits import TelegramRateLimiter
 from bot.web import WebServer, build_web_app
 from providers.base import DEFAULT_TIMEOUT
 from providers.registry import Registry
@@ -48,7 +49,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .token(settings.token)
         .base_url(f"{settings.telegram_api_url}/bot")
         .base_file_url(f"{settings.telegram_api_url}/file/bot")
-        .rate_limiter(AIORateLimiter(max_retries=3))
+        .rate_limiter(TelegramRateLimiter(max_retries=3))
         .concurrent_updates(True)
         .connect_timeout(5)
         .read_timeout(15)

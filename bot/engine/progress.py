@@ -12,6 +12,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, TelegramError
 
 from bot.i18n import t
+from bot.telegram_limits import telegram_busy
 from storage.models import Task
 from storage.tasks import TaskRepository
 
@@ -42,6 +43,8 @@ def status_text(
     vendor = html.escape(vendor_title)
     if retrying:
         return t(lang, "status_retrying", vendor=vendor, prompt=prompt)
+    if queue_position == 1:
+        return t(lang, "status_starting", prompt=prompt)  # nothing ahead: it goes out at once
     if queue_position is not None:
         return t(lang, "status_queued", position=queue_position, prompt=prompt)
     if task.queue_position:
@@ -64,6 +67,12 @@ class StatusReporter:
         self._last_edit: dict[int, float] = {}  # chat id → monotonic time
         self._photo_status: set[int] = set()  # task ids whose status is a photo
 
+    def acknowledged(self, task: Task, text: str) -> None:
+        """The status message was just sent with ``text``: it counts as the
+        chat's latest edit (no second message change in the same second)."""
+        self._last_edit[task.chat_id] = time.monotonic()
+        self._last_text[task.id] = text
+
     async def show(self, task: Task, text: str, *, preview: bytes | None = None, force: bool = False) -> None:
         if task.status_message_id is None or (self._last_text.get(task.id) == text and preview is None):
             return
@@ -71,6 +80,8 @@ class StatusReporter:
         now = time.monotonic()
         if not force and now - self._last_edit.get(task.chat_id, -interval) < interval:
             return
+        if not force and telegram_busy(self.bot):
+            return  # best effort: acknowledgements and results go first
         self._last_edit[task.chat_id] = now
         self._last_text[task.id] = text
         try:
@@ -116,11 +127,12 @@ class StatusReporter:
             chat_id=task.chat_id, message_id=task.status_message_id,
         )
 
-    async def remove(self, task: Task) -> None:
-        """Delete the status message once the result is out (re-read: it
-        may have been recorded or replaced since the task was leased)."""
+    async def remove(self, task: Task, *, current: bool = False) -> None:
+        """Delete the status message once the result is out. Unless ``task``
+        is ``current`` (just read back), it is re-read: the status message
+        may have been recorded or replaced since the task was leased."""
         self.forget(task.id)
-        fresh = await self.tasks.get(task.id)
+        fresh = task if current else await self.tasks.get(task.id)
         message_id = fresh.status_message_id if fresh else task.status_message_id
         if message_id is None:
             return

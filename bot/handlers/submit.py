@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from telegram import Message
-from telegram.constants import ParseMode
+from telegram.constants import ParseMode, ReactionEmoji
 from telegram.error import TelegramError
 
 from bot.engine.delivery import failure_notice
@@ -19,6 +19,7 @@ from bot.handlers.common import Requester, reply
 from bot.handlers.images import choose_capability
 from bot.i18n import t
 from bot.services import Services
+from bot.telegram_limits import send_or_react
 from providers.registry import RoutingError
 from providers.types import Capability, GenerationParams
 from storage.models import NewTask, Task, TaskStatus
@@ -100,14 +101,19 @@ async def create_task(
 
 
 async def acknowledge(svc: Services, task: Task, reply_to: Message) -> None:
-    """The task's status message, quoting the request."""
+    """The task's status message, quoting the request. When Telegram's
+    message limit holds that message back, a 👀 reaction on the request
+    (not a message, so not held back) tells the user at once that it is in."""
     position = await svc.store.tasks.queue_position(task)
-    ack = await reply(reply_to, status_text(task, "", queue_position=position))
-    await svc.store.tasks.update(task.id, status_message_id=ack.message_id)
+    text = status_text(task, "", queue_position=position)
+    ack = await send_or_react(
+        reply_to.get_bot(), reply(reply_to, text), lambda: reply_to.set_reaction(ReactionEmoji.EYES)
+    )
+    svc.engine.reporter.acknowledged(task, text)
     # A slow acknowledgement can arrive after the task already ended, when
     # delivery could not yet use it: bring it up to date now (repeating what
     # delivery may just have done is harmless).
-    fresh = await svc.store.tasks.get(task.id)
+    fresh = await svc.store.tasks.record_status_message(task.id, ack.message_id)
     if fresh is None or not fresh.status.final:
         return
     with contextlib.suppress(TelegramError):

@@ -44,6 +44,7 @@ MESSAGES: dict[str, str] = {
     "err_banned_words": "Your prompt contains words that are not allowed here. Please rephrase it.",
     "err_too_many_active": "You already have {count} tasks in progress (at most {limit}). Wait for one to finish, or /cancel one.",
     # Task progress
+    "status_starting": "🎨 Starting…\n<b>{prompt}</b>",
     "status_queued": "⏳ Queued — position {position}\n<b>{prompt}</b>",
     "status_submitting": "📨 Sending to {vendor}…\n<b>{prompt}</b>",
     "status_vendor_queue": "⏳ Waiting at {vendor} — position {position}\n<b>{prompt}</b>",

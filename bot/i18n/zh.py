@@ -38,6 +38,7 @@ MESSAGES: dict[str, str] = {
     "err_none_capable": "目前没有可用的服务商能完成此操作（{capability}）。请稍后再试。",
     "err_banned_words": "你的提示词包含此处不允许的词语。请换个说法。",
     "err_too_many_active": "你已有 {count} 个任务在进行中（最多 {limit} 个）。请等待完成，或用 /cancel 取消一个。",
+    "status_starting": "🎨 即将开始绘制…\n<b>{prompt}</b>",
     "status_queued": "⏳ 排队中 — 第 {position} 位\n<b>{prompt}</b>",
     "status_submitting": "📨 正在提交给 {vendor}…\n<b>{prompt}</b>",
     "status_vendor_queue": "⏳ 在 {vendor} 排队 — 第 {position} 位\n<b>{prompt}</b>",

@@ -164,3 +164,26 @@ async def test_a_photo_telegram_refuses_goes_as_a_document(tmp_path: Path, teleg
     assert "a very long scroll" in result.caption
     assert result.button_texts == ["⬆️ Upscale", "🎲 Vary", "🔄 Reroll"]
     assert not photos(telegram, CHAT)
+
+
+async def test_a_burst_past_telegrams_message_limit_is_acknowledged_by_reactions(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """Forty people ask within the same instant: more status messages than
+    Telegram's 30 messages/s let out at once. Those that must wait for a
+    slot are preceded by a 👀 reaction on the request (not a message, so not
+    held back); everyone still gets the status message."""
+    users = list(range(910_001, 910_041))
+    settings = make_settings(tmp_path, telegram, sandbox_job_seconds=30.0)
+    async with running_bot(settings):
+        await telegram.wait_for(lambda: telegram.calls("getUpdates"))
+        requests = {user: telegram.user_message(user, user, f"/imagine a crowd, person {user}") for user in users}
+        for user in users:
+            await telegram.wait_for_message(user, lambda m: bool(m.text and "a crowd" in m.text), timeout=10)
+    reacted = [user for user in users if telegram.message(user, requests[user]["message_id"]).bot_reactions]
+    assert 3 <= len(reacted) < len(users), reacted  # only those held back, and some were
+    for user in reacted:
+        assert telegram.message(user, requests[user]["message_id"]).bot_reactions == [{"type": "emoji", "emoji": "👀"}]
+        reaction = telegram.calls("setMessageReaction", user)[0]
+        status = telegram.calls("sendMessage", user)[0]
+        assert reaction.ok and reaction.timestamp < status.timestamp

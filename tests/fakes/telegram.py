@@ -90,6 +90,12 @@ DEFAULT_UPDATE_TYPES = ALL_UPDATE_TYPES - {
     "chat_member", "message_reaction", "message_reaction_count"
 }
 
+# ReactionTypeEmoji.emoji: the only emoji a bot may react with (Bot API 9.x).
+REACTION_EMOJI = frozenset(
+    "❤ 👍 👎 🔥 🥰 👏 😁 🤔 🤯 😱 🤬 😢 🎉 🤩 🤮 💩 🙏 👌 🕊 🤡 🥱 🥴 😍 🐳 ❤‍🔥 🌚 🌭 💯 🤣 ⚡ 🍌 🏆 💔 🤨 😐 🍓 🍾"
+    " 💋 🖕 😈 😴 😭 🤓 👻 👨‍💻 👀 🎃 🙈 😇 😨 🤝 ✍ 🤗 🫡 🎅 🎄 ☃ 💅 🤪 🗿 🆒 💘 🙉 🦄 😘 💊 🙊 😎 👾 🤷‍♂ 🤷 🤷‍♀ 😡".split()
+)
+
 CHAT_ACTIONS = frozenset(
     {
         "typing", "upload_photo", "record_video", "upload_video", "record_voice",
@@ -1041,6 +1047,7 @@ class StoredMessage:
     deleted_at: float | None = None
     edit_date: int | None = None
     edits: list[MessageEdit] = field(default_factory=list)
+    bot_reactions: list[dict[str, Any]] = field(default_factory=list)  # set by setMessageReaction
 
     @property
     def kind(self) -> str:
@@ -1600,6 +1607,7 @@ class FakeTelegram:
             ("sendDocument", self._send_document),
             ("sendMediaGroup", self._send_media_group),
             ("sendChatAction", self._send_chat_action),
+            ("setMessageReaction", self._set_message_reaction),
             ("editMessageText", self._edit_message_text),
             ("editMessageCaption", self._edit_message_caption),
             ("editMessageReplyMarkup", self._edit_message_reply_markup),
@@ -2747,6 +2755,28 @@ class FakeTelegram:
         if p.str("action") not in CHAT_ACTIONS:
             raise bad_request("wrong parameter action in request")
         self._thread(chat, p)
+        return True
+
+    async def _set_message_reaction(self, p: Params) -> bool:
+        chat = self._chat(p)
+        message_id = p.int("message_id")
+        if message_id is None:
+            raise bad_request("message identifier is not specified")
+        msg = self.chats.find(chat.id, message_id)
+        if msg is None or msg.deleted:
+            raise bad_request("MESSAGE_ID_INVALID")
+        reactions = p.json("reaction") or []
+        if not isinstance(reactions, list):
+            raise bad_request("can't parse reaction types JSON object")
+        if len(reactions) > 1:  # bots react like non-premium users: one each
+            raise bad_request("REACTIONS_TOO_MANY")
+        for reaction in reactions:
+            if not isinstance(reaction, dict) or reaction.get("type") not in ("emoji", "custom_emoji", "paid"):
+                raise bad_request("can't parse reaction types JSON object")
+            emoji = str(reaction.get("emoji", "")).replace("\ufe0f", "")  # variation selector optional
+            if reaction["type"] != "emoji" or emoji not in REACTION_EMOJI:
+                raise bad_request("REACTION_INVALID")
+        msg.bot_reactions = reactions
         return True
 
     # ---------------------------------------------------------------- handlers: editing

@@ -392,6 +392,20 @@ async def test_delete_message(fake: FakeTelegram, bot: telegram.Bot, chat: int) 
         await bot.edit_message_text("x", chat, sent.message_id)
 
 
+async def test_set_message_reaction(fake: FakeTelegram, bot: telegram.Bot, chat: int) -> None:
+    request = fake.user_message(USER, USER, "/imagine a cat")
+    assert await bot.set_message_reaction(chat, request["message_id"], "👀") is True
+    assert fake.message(chat, request["message_id"]).bot_reactions == [{"type": "emoji", "emoji": "👀"}]
+    with pytest.raises(BadRequest, match="(?i)reaction_invalid"):  # not one of Telegram's reaction emoji
+        await bot.set_message_reaction(chat, request["message_id"], "🦊")
+    with pytest.raises(BadRequest, match="(?i)reactions_too_many"):  # bots get one, like non-premium users
+        await bot.set_message_reaction(chat, request["message_id"], ["👀", "👍"])
+    with pytest.raises(BadRequest, match="(?i)message_id_invalid"):
+        await bot.set_message_reaction(chat, 999_999, "👀")
+    assert await bot.set_message_reaction(chat, request["message_id"]) is True  # none: taken back
+    assert fake.message(chat, request["message_id"]).bot_reactions == []
+
+
 # ----------------------------------------------------------------------------- failures & limits
 
 
@@ -425,6 +439,7 @@ async def test_flood_control(server: Mount) -> None:
         for i in range(3):  # a short burst to one private chat is fine
             await bot.send_message(USER, f"m{i}")
         await bot.send_chat_action(USER, "typing")  # chat actions don't count
+        await bot.set_message_reaction(USER, fake.user_message(USER, USER, "hi")["message_id"], "👀")  # nor reactions
         with pytest.raises(RetryAfter) as err:
             await bot.send_message(USER, "too fast")
         assert retry_seconds(err.value) == 1
