@@ -15,7 +15,7 @@ check: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
-# Benchmarks against the fakes on loopback (not part of `make test`); about 10
+# Benchmarks against the fakes on loopback (not part of `make test`); about 5
 # minutes. `$(BIN)/python -m bench --quick` is a short smoke run.
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench

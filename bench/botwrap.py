@@ -4,6 +4,8 @@ not have. Never used for the headline figures.
 BENCH_NO_LIMITER=1      the AIORateLimiter switched off, to tell the bot's own
                         latency apart from the queue in front of Telegram's
                         30 messages/s.
+BENCH_HTTPX_TRANSPORT=1 Telegram over PTB's own httpx transport instead of
+                        bot/telegram_http.py's aiohttp one (before/after).
 BENCH_SQL_STATS=<path>  every call aiosqlite runs on its worker thread,
                         counted and timed (seconds on that thread), per SQL
                         statement; written as JSON to <path> at exit.
@@ -36,6 +38,19 @@ def _limiter_off() -> None:
         return TelegramRateLimiter(overall_max_rate=0, group_max_rate=0, max_retries=max_retries)
 
     bot.app.TelegramRateLimiter = unlimited  # type: ignore[assignment,misc]
+
+
+def _httpx_transport() -> None:
+    from telegram.request import HTTPXRequest
+
+    import bot.app
+
+    def httpx_request(*, connection_pool_size: int = 256, read_timeout: float = 15.0, connect_timeout: float = 5.0,
+                      media_write_timeout: float = 30.0) -> HTTPXRequest:
+        return HTTPXRequest(connection_pool_size=connection_pool_size, read_timeout=read_timeout,
+                            connect_timeout=connect_timeout, media_write_timeout=media_write_timeout)
+
+    bot.app.AiohttpRequest = httpx_request  # type: ignore[assignment,misc]
 
 
 def _sql_stats(path: str) -> None:
@@ -117,6 +132,8 @@ def _loop_stats(path: str) -> None:
 def main() -> int:
     if os.environ.get("BENCH_NO_LIMITER") == "1":
         _limiter_off()
+    if os.environ.get("BENCH_HTTPX_TRANSPORT") == "1":
+        _httpx_transport()
     if os.environ.get("BENCH_SQL_STATS"):
         _sql_stats(os.environ["BENCH_SQL_STATS"])
     if os.environ.get("BENCH_LOOP_STATS"):

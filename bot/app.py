@@ -21,6 +21,7 @@ from bot.i18n import LANGUAGES, t
 from bot.keyboards import CallbackCodec
 from bot.polling import UpdatePoller
 from bot.services import SERVICES_KEY, Services
+from bot.telegram_http import AiohttpRequest
 from bot.telegram_limits import TelegramRateLimiter
 from bot.web import WebServer, build_web_app
 from providers.base import DEFAULT_TIMEOUT
@@ -51,10 +52,9 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .base_file_url(f"{settings.telegram_api_url}/file/bot")
         .rate_limiter(TelegramRateLimiter(max_retries=3))
         .concurrent_updates(True)
-        .connect_timeout(5)
-        .read_timeout(15)
-        .write_timeout(30)
-        .get_updates_read_timeout(LONG_POLL_SECONDS + 10)
+        .request(AiohttpRequest(connect_timeout=5, read_timeout=15, media_write_timeout=30))
+        # PTB adds the long poll's own timeout to this read timeout.
+        .get_updates_request(AiohttpRequest(connection_pool_size=2, connect_timeout=5, read_timeout=10))
     )
     # Our own UpdatePoller replaces PTB's Updater (see bot/polling.py).
     application = builder.updater(None).build()
@@ -88,7 +88,9 @@ class Drawbridge:
             public_base_url=settings.public_base_url, allow_private_urls=settings.allow_private_urls,
             admin_ids=settings.admin_user_ids,
         )
-        self.application.bot_data[SERVICES_KEY] = Services(settings, self.store, registry, self.engine, codec, self.http)
+        self.application.bot_data[SERVICES_KEY] = Services(
+            settings, self.store, registry, self.engine, codec, self.http, self.application.create_task
+        )
 
         await self.application.initialize()  # getMe: fails fast on a bad token
         await self._set_commands()

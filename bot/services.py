@@ -3,7 +3,9 @@ through ``services(context)``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from telegram.ext import CallbackContext
@@ -25,6 +27,9 @@ class Services:
     engine: Engine
     codec: CallbackCodec
     http: httpx.AsyncClient
+    # Runs a coroutine without holding up the update being handled; the
+    # application awaits it when it stops (Application.create_task).
+    background: Callable[[Coroutine[Any, Any, Any]], object]
 
 
 def services(context: CallbackContext) -> Services:  # type: ignore[type-arg]

@@ -323,9 +323,13 @@ class TaskRepository:
         return Task.from_row(row) if row else None
 
     async def queue_position(self, task: Task) -> int:
-        """1-based place among queued tasks (older first)."""
+        """1-based place among queued tasks that go before this one: older
+        ones being handed to a vendor or due now, not those sleeping until
+        a retry (they do not hold this one up)."""
         row = await self.db.fetchone(
-            "SELECT COUNT(*) FROM tasks WHERE status = 'queued' AND id < ?", (task.id,)
+            "SELECT COUNT(*) FROM tasks WHERE status = 'queued' AND id < ?"
+            " AND (lease_token IS NOT NULL OR next_run_at <= ?)",
+            (task.id, self.clock()),
         )
         return (row[0] if row else 0) + 1
 

@@ -15,7 +15,7 @@ from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from bot.handlers.common import Requester, requester
-from bot.handlers.submit import Request, acknowledge, create_task
+from bot.handlers.submit import Request, acknowledge_soon, create_task
 from bot.i18n import pick_language, t
 from bot.keyboards import Action, ButtonPress
 from bot.services import Services, services
@@ -125,7 +125,7 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await answer(query, t(language, "btn_already", task_id=existing.id if existing else "?"))
         return
     await answer(query, t(language, "btn_started", task_id=outcome.id))
-    await acknowledge(svc, outcome, message)  # type: ignore[arg-type]
+    acknowledge_soon(svc, outcome, message)  # type: ignore[arg-type]
 
 
 async def unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

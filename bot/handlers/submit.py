@@ -125,6 +125,14 @@ async def acknowledge(svc: Services, task: Task, reply_to: Message) -> None:
             await ack.edit_text(t(fresh.language, "task_cancelled", task_id=fresh.id), parse_mode=ParseMode.HTML)
 
 
+def acknowledge_soon(svc: Services, task: Task, reply_to: Message) -> None:
+    """Acknowledge without holding up the update. The task is stored, so the
+    update may be confirmed to Telegram (and the next ones fetched) while the
+    status message waits for its slot under Telegram's 30 messages/s; a
+    crash before it goes out costs the status message, never the task."""
+    svc.background(acknowledge(svc, task, reply_to))
+
+
 async def start_task(svc: Services, message: Message, who: Requester, request: Request) -> Task | None:
     """Validate, store and acknowledge a request made by ``message``.
     Returns None when it was refused (and the user told why) or repeats one
@@ -140,5 +148,5 @@ async def start_task(svc: Services, message: Message, who: Requester, request: R
     if outcome is None:
         log.info("repeat of chat %s message %s ignored", message.chat_id, message.message_id)
         return None
-    await acknowledge(svc, outcome, message)
+    acknowledge_soon(svc, outcome, message)
     return outcome

@@ -594,6 +594,17 @@ async def test_queue_position(store: Store) -> None:
     assert await store.tasks.queue_position(c) == 2
 
 
+async def test_queue_position_skips_tasks_waiting_for_a_retry(store: Store, clock: Clock) -> None:
+    a, b, c = [await store.tasks.create(new_task()) for _ in range(3)]
+    [leased] = await store.tasks.lease_due([S.QUEUED], limit=1, lease_seconds=30)
+    assert leased.id == a.id
+    assert await store.tasks.queue_position(c) == 3  # a is being handed to a vendor: still ahead
+    await store.tasks.reschedule(a.id, leased.lease_token, T0 + 3600)  # the vendor is busy: an hour
+    assert await store.tasks.queue_position(c) == 2  # only b holds c up now
+    clock.advance(3600)
+    assert await store.tasks.queue_position(c) == 3  # a is due again
+
+
 async def test_count_active(store: Store) -> None:
     tasks = [await store.tasks.create(new_task(user_id=1)) for _ in range(6)]
     await store.tasks.create(new_task(user_id=2))
