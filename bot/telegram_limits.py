@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from telegram import Bot
-from telegram.error import RetryAfter, TelegramError
+from telegram.error import RetryAfter
 from telegram.ext import AIORateLimiter
 
 # Methods that produce, change or remove a message in a chat.
@@ -111,15 +110,14 @@ def telegram_busy(bot: Bot) -> bool:
 
 async def send_or_react(bot: Bot, send: Awaitable[T], react: Callable[[], Awaitable[object]]) -> T:
     """Send a message; if Telegram's limits hold it back, ``react`` (say, put
-    a reaction on the request) while it waits, so the user sees at once that
-    the bot heard them."""
+    a reaction on the request; best effort, it should not raise) while it
+    waits, so the user sees at once that the bot heard them."""
     job = asyncio.ensure_future(send)
     try:
         await asyncio.sleep(0)  # the send runs until it is on the wire or queued for a slot
         limiter = getattr(bot, "rate_limiter", None)
         if isinstance(limiter, TelegramRateLimiter) and limiter.holds(job):
-            with contextlib.suppress(TelegramError):  # e.g. reactions switched off in a group
-                await react()
+            await react()
         return await job
     finally:
         if not job.done():

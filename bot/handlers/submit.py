@@ -19,7 +19,7 @@ from bot.handlers.common import Requester, reply
 from bot.handlers.images import choose_capability
 from bot.i18n import t
 from bot.services import Services
-from bot.telegram_limits import send_or_react
+from bot.telegram_limits import send_or_react, telegram_busy
 from providers.registry import RoutingError
 from providers.types import Capability, GenerationParams
 from storage.models import NewTask, Task, TaskStatus
@@ -100,15 +100,15 @@ async def create_task(
     return task
 
 
-async def acknowledge(svc: Services, task: Task, reply_to: Message) -> None:
+async def acknowledge(svc: Services, task: Task, reply_to: Message, *, reacted: bool = False) -> None:
     """The task's status message, quoting the request. When Telegram's
     message limit holds that message back, a 👀 reaction on the request
-    (not a message, so not held back) tells the user at once that it is in."""
+    (not a message, so not held back) tells the user at once that it is in
+    (unless ``reacted`` already)."""
     position = await svc.store.tasks.queue_position(task)
     text = status_text(task, "", queue_position=position)
-    ack = await send_or_react(
-        reply_to.get_bot(), reply(reply_to, text), lambda: reply_to.set_reaction(ReactionEmoji.EYES)
-    )
+    react = _no_reaction if reacted else (lambda: react_seen(reply_to))
+    ack = await send_or_react(reply_to.get_bot(), reply(reply_to, text), react)
     svc.engine.reporter.acknowledged(task, text)
     # A slow acknowledgement can arrive after the task already ended, when
     # delivery could not yet use it: bring it up to date now (repeating what
@@ -125,28 +125,43 @@ async def acknowledge(svc: Services, task: Task, reply_to: Message) -> None:
             await ack.edit_text(t(fresh.language, "task_cancelled", task_id=fresh.id), parse_mode=ParseMode.HTML)
 
 
-def acknowledge_soon(svc: Services, task: Task, reply_to: Message) -> None:
+async def react_seen(message: Message) -> None:
+    """👀 on the request: 'heard you' without a message (best effort)."""
+    with contextlib.suppress(TelegramError):  # e.g. reactions switched off in a group
+        await message.set_reaction(ReactionEmoji.EYES)
+
+
+async def _no_reaction() -> None:
+    return None
+
+
+def acknowledge_soon(svc: Services, task: Task, reply_to: Message, *, reacted: bool = False) -> None:
     """Acknowledge without holding up the update. The task is stored, so the
     update may be confirmed to Telegram (and the next ones fetched) while the
     status message waits for its slot under Telegram's 30 messages/s; a
     crash before it goes out costs the status message, never the task."""
-    svc.background(acknowledge(svc, task, reply_to))
+    svc.background(acknowledge(svc, task, reply_to, reacted=reacted))
 
 
 async def start_task(svc: Services, message: Message, who: Requester, request: Request) -> Task | None:
     """Validate, store and acknowledge a request made by ``message``.
     Returns None when it was refused (and the user told why) or repeats one
     already stored."""
+    # Telegram's message queue is long already: say 'heard you' before any
+    # work, so the bot's own load never delays that either.
+    reacted = telegram_busy(message.get_bot())
+    if reacted:
+        svc.background(react_seen(message))
     outcome = await create_task(
         svc, who, request, chat_id=message.chat_id, chat_type=message.chat.type,
         request_message_id=message.message_id,
         thread_id=message.message_thread_id if message.is_topic_message else None,
     )
     if isinstance(outcome, str):
-        await reply(message, outcome)
+        svc.background(reply(message, outcome))  # not holding up the updates behind it
         return None
     if outcome is None:
         log.info("repeat of chat %s message %s ignored", message.chat_id, message.message_id)
         return None
-    acknowledge_soon(svc, outcome, message)
+    acknowledge_soon(svc, outcome, message, reacted=reacted)
     return outcome
