@@ -14,6 +14,7 @@ import httpx
 from telegram import BotCommand, Update
 from telegram.ext import Application, ApplicationBuilder
 
+from bot.background import Background
 from bot.config import Settings
 from bot.engine import Engine
 from bot.handlers import register_all
@@ -36,6 +37,7 @@ MENU_COMMANDS = (
 )
 LONG_POLL_SECONDS = 10
 SEEN_UPDATES = 2048  # webhook redeliveries are recognised by update_id
+BACKGROUND_STOP_SECONDS = 10.0  # for status messages still queued when asked to stop
 
 
 def webhook_secret(settings: Settings) -> str:
@@ -75,6 +77,7 @@ class Drawbridge:
         self.web: WebServer | None = None
         self.poller: UpdatePoller | None = None
         self._seen_updates: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self.background = Background()
 
     async def start(self) -> None:
         settings = self.settings
@@ -89,7 +92,7 @@ class Drawbridge:
             admin_ids=settings.admin_user_ids,
         )
         self.application.bot_data[SERVICES_KEY] = Services(
-            settings, self.store, registry, self.engine, codec, self.http, self.application.create_task
+            settings, self.store, registry, self.engine, codec, self.http, self.background.spawn
         )
 
         await self.application.initialize()  # getMe: fails fast on a bad token
@@ -130,6 +133,9 @@ class Drawbridge:
             await self.engine.stop()
         if self.web is not None:
             await self.web.stop()
+        # No update comes in any more (polling or webhook): what handlers
+        # left running still needs the bot and the store.
+        await self.background.drain(BACKGROUND_STOP_SECONDS)
         await self.application.shutdown()
         if self.http is not None:
             await self.http.aclose()

@@ -27,8 +27,8 @@ class Services:
     engine: Engine
     codec: CallbackCodec
     http: httpx.AsyncClient
-    # Runs a coroutine without holding up the update being handled; the
-    # application awaits it when it stops (Application.create_task).
+    # Runs a coroutine without holding up the update being handled; a stop
+    # waits for it, within bounds (bot.background).
     background: Callable[[Coroutine[Any, Any, Any]], object]
 
 

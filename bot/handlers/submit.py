@@ -108,7 +108,12 @@ async def acknowledge(svc: Services, task: Task, reply_to: Message, *, reacted: 
     position = await svc.store.tasks.queue_position(task)
     text = status_text(task, "", queue_position=position)
     react = _no_reaction if reacted else (lambda: react_seen(reply_to))
-    ack = await send_or_react(reply_to.get_bot(), reply(reply_to, text), react)
+    try:
+        ack = await send_or_react(reply_to.get_bot(), reply(reply_to, text), react)
+    except TelegramError as exc:
+        # The task goes on without a status message; the result still comes.
+        log.warning("task %s: status message not sent: %s", task.id, exc)
+        return
     svc.engine.reporter.acknowledged(task, text)
     # A slow acknowledgement can arrive after the task already ended, when
     # delivery could not yet use it: bring it up to date now (repeating what

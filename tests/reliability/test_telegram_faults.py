@@ -84,6 +84,20 @@ async def test_429_is_honoured_on_sends_and_edits(tmp_path: Path, telegram: Fake
     assert_retry_after_honoured(telegram)
 
 
+async def test_a_lost_acknowledgement_costs_the_status_message_not_the_task(tmp_path: Path, telegram: FakeTelegram) -> None:
+    """Telegram answers the status message with a 500: the status message is
+    gone, but the task goes on and the result arrives, with no 'something went
+    wrong' for a request that went right."""
+    telegram.fail_next("sendMessage", 500)
+    async with bot_with(tmp_path, telegram, sandbox_job_seconds=0.3) as bot:
+        request = telegram.user_message(A, A, "/imagine a status message lost on the way")
+        result = await result_after(telegram, A, request["message_id"])
+        [task] = await final_task(bot, A)
+    assert task.status.value == "delivered" and task.status_message_id is None
+    assert [m.message_id for m in telegram.bot_messages(A)] == [result.message_id]
+    assert not any(t("en", "err_internal") in text for text in texts(telegram, A))
+
+
 async def test_flood_limits_are_honoured_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
     """Telegram's real flood control (the fake enforces it: ~1 message/s per
     private chat with short bursts, 20/min per group): three requests at once
