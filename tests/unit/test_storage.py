@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -345,20 +346,29 @@ async def test_take_due_leases_and_says_when_the_rest_is_due(store: Store, clock
     assert await store.tasks.take_due([S.SUBMITTED], limit=5, lease_seconds=30) == ([], None)
 
 
-async def test_due_query_uses_index(store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
-    for _ in range(3):
-        await store.tasks.create(new_task())
+async def statements_of(
+    store: Store, monkeypatch: pytest.MonkeyPatch, method: str, call: Coroutine[Any, Any, Any]
+) -> list[tuple[str, tuple]]:
+    """The (sql, params) that ``call`` runs through ``store.db.<method>``."""
     captured: list[tuple[str, tuple]] = []
-    real_fetchall = store.db.fetchall
+    real = getattr(store.db, method)
 
     async def spy(sql: str, params=()):  # type: ignore[no-untyped-def]
         captured.append((sql, tuple(params)))
-        return await real_fetchall(sql, params)
+        return await real(sql, params)
 
-    monkeypatch.setattr(store.db, "fetchall", spy)
-    await store.tasks.lease_due([S.SUBMITTED, S.RUNNING], limit=5, lease_seconds=30)
+    monkeypatch.setattr(store.db, method, spy)
+    await call
     monkeypatch.undo()
-    [(sql, params)] = captured
+    return captured
+
+
+async def test_due_query_uses_index(store: Store, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(3):
+        await store.tasks.create(new_task())
+    [(sql, params)] = await statements_of(
+        store, monkeypatch, "fetchall", store.tasks.lease_due([S.SUBMITTED, S.RUNNING], limit=5, lease_seconds=30)
+    )
     inner = re.search(r"\(\s*(SELECT\b.*?)\)\s*RETURNING", sql, re.S | re.I)
     assert inner, f"no inner SELECT in lease_due's SQL: {sql}"
     select = inner.group(1)
@@ -373,17 +383,8 @@ async def test_next_due_probes_the_index_once_per_status(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store.tasks.create(new_task())
-    captured: list[tuple[str, tuple]] = []
-    real_fetchone = store.db.fetchone
-
-    async def spy(sql: str, params=()):  # type: ignore[no-untyped-def]
-        captured.append((sql, tuple(params)))
-        return await real_fetchone(sql, params)
-
-    monkeypatch.setattr(store.db, "fetchone", spy)
-    await store.tasks.next_due_at([S.SUBMITTED, S.RUNNING])
-    monkeypatch.undo()
-    [(sql, params)] = captured  # one statement, whatever the number of statuses
+    # One statement, whatever the number of statuses.
+    [(sql, params)] = await statements_of(store, monkeypatch, "fetchone", store.tasks.next_due_at([S.SUBMITTED, S.RUNNING]))
     plan = await store.db.fetchall(f"EXPLAIN QUERY PLAN {sql}", params)
     details = [row[3] for row in plan]
     assert sum(bool(re.search(r"INDEX tasks_due\b", d)) for d in details) == 2, details
