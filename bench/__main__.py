@@ -57,6 +57,8 @@ async def main_async(args: argparse.Namespace) -> int:
             harness.DIAGNOSE_ENV["BENCH_LOOP_STATS"] = str(RESULTS / "profiles" / "loops-{tag}.json")
         if "no-limiter" in args.diagnose:
             harness.DIAGNOSE_ENV["BENCH_NO_LIMITER"] = "1"
+        if "httpx-transport" in args.diagnose:
+            harness.DIAGNOSE_ENV["BENCH_HTTPX_TRANSPORT"] = "1"
     started = time.monotonic()
     results: dict[str, Any] = {}
     failed = False
@@ -109,9 +111,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--profile", choices=("py-spy", "cprofile"),
                         help="profile every bot subprocess into bench/results/profiles/")
-    parser.add_argument("--diagnose", nargs="+", choices=("sql", "loops", "no-limiter"), default=[],
+    parser.add_argument("--diagnose", nargs="+", choices=("sql", "loops", "no-limiter", "httpx-transport"), default=[],
                         help="run the bots under bench.botwrap (see there): SQL time per statement, scheduler ticks,"
-                             " or the rate limiter off; written to bench/results/profiles/")
+                             " the rate limiter off, or Telegram over PTB's httpx transport; written to bench/results/profiles/")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return asyncio.run(main_async(parser.parse_args()))
 

@@ -32,6 +32,7 @@ from typing import Any, Self
 import psutil
 from PIL import Image, ImageDraw
 
+from bot.telegram_limits import is_message_method
 from tests.fakes.server import serve
 from tests.fakes.telegram import ApiCall, FakeTelegram
 from tests.fakes.zhiqite import FakeJob, FakeZhiqite
@@ -223,8 +224,12 @@ class CallTracker:
         return Counter(c.method for c in self.calls if start <= c.at < end and c.method != "getUpdates")
 
     def limited_calls(self, start: float = -math.inf, end: float = math.inf) -> int:
-        """Calls that go through the bot's AIORateLimiter (those with a chat_id)."""
+        """Calls to a chat (messages, and reactions, which are not metered)."""
         return sum(1 for c in self.calls if start <= c.at < end and c.chat is not None)
+
+    def messages(self, start: float = -math.inf, end: float = math.inf) -> int:
+        """Calls Telegram counts against its 30 messages/s (and the bot meters)."""
+        return sum(1 for c in self.calls if start <= c.at < end and c.chat is not None and is_message_method(c.method))
 
     def errors(self) -> Counter[str]:
         return Counter(c.method for c in self.calls if not c.ok and c.method != "getUpdates")

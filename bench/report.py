@@ -54,10 +54,12 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
     tp = results.get("throughput")
     if isinstance(tp, dict) and "bot" in tp:
         bot, echo = tp["bot"], tp["echo"]
-        cap = 30 / bot["telegram_calls_per_job"] if bot["telegram_calls_per_job"] else math.nan
+        per_job = bot.get("messages_per_job", bot["telegram_calls_per_job"])
+        cap = 30 / per_job if per_job else math.nan
         rows += [
             Row("1 throughput", "delivered jobs/s at saturation", bot["jobs_per_s"], "jobs/s",
-                note=f"{bot['inflight']} jobs open, {bot['vendor_seconds']:g} s at the vendor; 30 msg/s ÷ calls/job = {cap:.1f}"),
+                note=f"{bot['inflight']} jobs open, {bot['vendor_seconds']:g} s at the vendor; "
+                     f"30 messages/s ÷ {per_job:.2f} messages/job = {cap:.1f}"),
             Row("1 throughput", "Telegram calls per delivered job", bot["telegram_calls_per_job"], "/job",
                 note=", ".join(f"{m} {n}" for m, n in bot["calls_per_job_by_method"].items())),
             Row("1 throughput", "bot CPU per delivered job", bot["cpu_ms_per_job"], "ms/job",

@@ -65,6 +65,7 @@ async def saturate(cfg: Config) -> dict[str, Any]:
             "harness_cores": harness.cores(),
             "telegram_calls_per_s": limited / window,
             "telegram_calls_per_job": limited / delivered if delivered else float("inf"),
+            "messages_per_job": rig.tracker.messages(t0, t1) / delivered if delivered else float("inf"),
             "calls_per_job_by_method": {m: round(n / delivered, 2) for m, n in sorted(per_method.items())} if delivered else {},
             "telegram_errors": dict(rig.tracker.errors()),
             "peak_rss_mb": bot.peak_rss / 2**20,
