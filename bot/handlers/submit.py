@@ -121,6 +121,7 @@ async def acknowledge(svc: Services, task: Task, reply_to: Message, *, reacted: 
     fresh = await svc.store.tasks.record_status_message(task.id, ack.message_id)
     if fresh is None or not fresh.status.final:
         return
+    svc.engine.reporter.forget(task.id)
     with contextlib.suppress(TelegramError):
         if fresh.status == TaskStatus.DELIVERED:
             await ack.delete()
