@@ -11,7 +11,9 @@ transport failures to NetworkError.
 
 from __future__ import annotations
 
+import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from telegram.error import NetworkError, TimedOut
@@ -41,6 +43,8 @@ class AiohttpRequest(BaseRequest):
         self._media_write_timeout = media_write_timeout
         self._pool_timeout = pool_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[str, str] = {}
+        self._proxy_by_host: dict[tuple[str, str], str | None] = {}
 
     @property
     def read_timeout(self) -> float:
@@ -53,6 +57,25 @@ class AiohttpRequest(BaseRequest):
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 headers={"User-Agent": self.USER_AGENT},
             )
+            # HTTP(S)_PROXY / NO_PROXY from the environment, as PTB's httpx
+            # transport honoured them (Telegram is often reached through a
+            # proxy). Read once: aiohttp's trust_env re-reads them (and
+            # ~/.netrc) on every request, which costs more than the request.
+            self._proxies = {
+                scheme: url for scheme, url in urllib.request.getproxies().items() if scheme in ("http", "https")
+            }
+            self._proxy_by_host.clear()
+
+    def _proxy(self, url: str) -> str | None:
+        if not self._proxies:
+            return None
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        if key not in self._proxy_by_host:
+            proxy = self._proxies.get(parts.scheme)
+            bypass = proxy is not None and urllib.request.proxy_bypass(key[1])
+            self._proxy_by_host[key] = None if bypass else proxy
+        return self._proxy_by_host[key]
 
     async def shutdown(self) -> None:
         if self._session is not None and not self._session.closed:
@@ -89,7 +112,9 @@ class AiohttpRequest(BaseRequest):
             sock_read=read,
         )
         try:
-            async with self._session.request(method, url, data=data, timeout=timeout) as response:
+            async with self._session.request(
+                method, url, data=data, timeout=timeout, proxy=self._proxy(url)
+            ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError on 3.11+
             raise TimedOut(f"{type(exc).__name__} talking to Telegram") from exc

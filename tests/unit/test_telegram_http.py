@@ -89,3 +89,36 @@ async def test_used_before_initialize_or_after_shutdown_is_refused() -> None:
         await request.do_request("http://127.0.0.1:9/x", "POST")
     await request.initialize()  # a shut-down transport can start again (PTB may re-initialize)
     await request.shutdown()
+
+
+async def test_a_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As with PTB's httpx transport: Telegram is often reached through a proxy."""
+    targets: list[str] = []
+
+    async def proxy(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        targets.append(scope["raw_path"].decode())
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"ok":true,"result":true}'})
+
+    async with serve(proxy) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        request = AiohttpRequest()
+        await request.initialize()
+        try:
+            status, _ = await request.do_request("http://api.telegram.invalid/botTOKEN/getMe", "POST")
+        finally:
+            await request.shutdown()
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        bypassing = AiohttpRequest()
+        await bypassing.initialize()
+        try:
+            with pytest.raises(NetworkError):  # NO_PROXY: straight to a port where nobody listens
+                await bypassing.do_request("http://127.0.0.1:9/botTOKEN/getMe", "POST")
+        finally:
+            await bypassing.shutdown()
+    assert status == 200
+    assert targets == ["http://api.telegram.invalid/botTOKEN/getMe"]  # asked of the proxy, in absolute form
