@@ -149,15 +149,6 @@ class Database:
         """Run one statement; returns the number of rows it changed."""
         return await self.run(lambda conn: conn.execute(sql, params).rowcount)
 
-    async def insert(self, sql: str, params: Sequence[Any] | dict = ()) -> int | None:
-        """Run one INSERT; returns the new rowid (None when OR IGNORE skipped it)."""
-
-        def work(conn: sqlite3.Connection) -> int | None:
-            cur = conn.execute(sql, params)
-            return cur.lastrowid if cur.rowcount else None
-
-        return await self.run(work)
-
     async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Several statements that commit together (or not at all), in one trip."""
 

@@ -221,19 +221,13 @@ class TaskRepository:
         )
         return Task.from_row(row) if row else None
 
-    async def update(self, task_id: int, **fields: Any) -> None:
-        """Set bookkeeping columns that do not decide who owns the task."""
+    async def update(self, task_id: int, **fields: Any) -> Task | None:
+        """Set bookkeeping columns that do not decide who owns the task;
+        returns the task as it is now (None when there is no such task)."""
         sets, values = _assignments(fields)
-        await self.db.execute(
-            f"UPDATE tasks SET updated_at = ?{sets} WHERE id = ?",
-            (self.clock(), *values, task_id),
-        )
-
-    async def record_status_message(self, task_id: int, message_id: int) -> Task | None:
-        """Note the task's status message; returns the task as it is now."""
         row = await self.db.fetchone(
-            "UPDATE tasks SET status_message_id = ?, updated_at = ? WHERE id = ? RETURNING *",
-            (message_id, self.clock(), task_id),
+            f"UPDATE tasks SET updated_at = ?{sets} WHERE id = ? RETURNING *",
+            (self.clock(), *values, task_id),
         )
         return Task.from_row(row) if row else None
 

@@ -86,8 +86,7 @@ class Outcomes:
         fields = {"progress": progress, "queue_position": state.queue_position, "polls": task.polls + 1}
         if lease_token is None:
             # A progress callback: note it; the poller's schedule stays.
-            await self.tasks.update(task.id, progress=progress, queue_position=state.queue_position)
-            fresh = await self.tasks.get(task.id)
+            fresh = await self.tasks.update(task.id, progress=progress, queue_position=state.queue_position)
         else:
             elapsed = time.time() - (task.submitted_at or task.created_at)
             delay = next_poll_delay(

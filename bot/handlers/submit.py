@@ -118,7 +118,7 @@ async def acknowledge(svc: Services, task: Task, reply_to: Message, *, reacted: 
     # A slow acknowledgement can arrive after the task already ended, when
     # delivery could not yet use it: bring it up to date now (repeating what
     # delivery may just have done is harmless).
-    fresh = await svc.store.tasks.record_status_message(task.id, ack.message_id)
+    fresh = await svc.store.tasks.update(task.id, status_message_id=ack.message_id)
     if fresh is None or not fresh.status.final:
         return
     svc.engine.reporter.forget(task.id)
