@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -17,6 +18,21 @@ from providers.types import Capability, JobSpec, JobState, Submitted
 
 # Every vendor call is bounded (VENDORS.md: connect 5 s, read 30 s).
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often a vendor may be asked about a job.
+
+    ``callback_silence_seconds``: with callbacks on, None keeps adaptive
+    polling as a safety net; a number means "do not poll on a timer": a job
+    is looked up only after that long without a word from the vendor
+    (a submit or a callback), for vendors whose queries are billed or
+    discouraged. ``min_interval_seconds``: never poll one job more often,
+    callbacks or not."""
+
+    callback_silence_seconds: float | None = None
+    min_interval_seconds: float = 1.0
 
 
 class Provider(ABC):
@@ -29,9 +45,14 @@ class Provider(ABC):
     supports_callbacks: ClassVar[bool] = False
     typical_seconds: ClassVar[float] = 20.0  # first poll lands near this
     max_images: ClassVar[int] = 4  # per request
-    min_request_interval: ClassVar[float] = 0.0  # seconds between calls (rate limit)
+    min_request_interval: float = 0.0  # seconds between calls (rate limit); may be per instance
     max_concurrent_jobs: ClassVar[int] = 20
-    batch_poll_size: ClassVar[int] = 1
+    batch_poll_size: ClassVar[int] = 1  # jobs per query; >1 when poll_many batches
+    poll_policy: ClassVar[PollPolicy] = PollPolicy()
+    max_prompt_chars: ClassVar[int | None] = None  # routing skips the vendor beyond this
+    # Input images larger than this are re-encoded smaller before the vendor
+    # sees them (aihuihua refuses URLs over 5 MB).
+    max_input_bytes: ClassVar[int | None] = None
     is_sandbox: ClassVar[bool] = False
     image_input: ClassVar[Literal["url", "bytes", "data_uri", "none"]] = "url"
 
@@ -88,15 +109,13 @@ class Provider(ABC):
         it submitted just before instead of submitting it twice."""
         return None
 
-    def parse_callback(self, payload: Mapping[str, Any]) -> tuple[str, JobState]:
-        """(job id, state) from a vendor callback body."""
+    def parse_callback(self, payload: Mapping[str, Any], job_id: str) -> JobState:
+        """The state of job ``job_id`` (the job of the task whose callback
+        token the vendor used) from a callback body. JobNotFound when the body
+        names another job; MalformedResponse when it cannot be read."""
         raise ProviderError(f"{self.id} has no callbacks")
 
     callback_answer: ClassVar[dict[str, Any]] = {"ok": True}
-
-    async def cancel(self, job_id: str) -> bool:
-        """Cancel at the vendor where it allows; False when it does not."""
-        return False
 
     async def probe(self) -> str:
         """Reachability for `check` and /providers, without spending a paid

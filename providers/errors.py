@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from typing import Any
+
 import httpx
 
 
@@ -119,31 +121,13 @@ def map_transport_errors() -> Iterator[None]:
         raise Unavailable(type(exc).__name__) from None
 
 
-def raise_for_http_status(response: httpx.Response) -> None:
-    """Map a non-2xx answer that carried no vendor-specific meaning."""
-    code = response.status_code
-    if code < 400:
-        return
-    detail = f"HTTP {code}"
-    if code in (401, 403):
-        raise AuthError(detail)
-    if code == 402:
-        raise QuotaExceeded(detail)
-    if code == 429:
-        raise RateLimited(detail, retry_after=parse_retry_after(response.headers.get("retry-after")))
-    if code == 404:
-        raise JobNotFound(detail)
-    if 400 <= code < 500:
-        raise BadRequest(detail)
-    raise Unavailable(detail, retry_after=parse_retry_after(response.headers.get("retry-after")))
-
-
-def json_body(response: httpx.Response) -> dict:
-    """The response body as a JSON object, or MalformedResponse."""
+def json_body(response: httpx.Response, *, allow_list: bool = False) -> Any:
+    """The response body as a JSON object (or list, where the vendor answers
+    one: a bare batch of tasks), else MalformedResponse."""
     try:
         body = response.json()
     except ValueError:
         raise MalformedResponse(f"non-JSON body (HTTP {response.status_code})") from None
-    if not isinstance(body, dict):
+    if not (isinstance(body, dict) or (allow_list and isinstance(body, list))):
         raise MalformedResponse("JSON body is not an object")
     return body

@@ -32,18 +32,24 @@ COOLDOWN_SECONDS = 60.0
 class RoutingError(Exception):
     """No configured vendor can serve the request; ``reason`` picks the message."""
 
-    def __init__(self, reason: str, capability: Capability, provider: str | None = None) -> None:
+    def __init__(
+        self, reason: str, capability: Capability, provider: str | None = None, limit: int | None = None
+    ) -> None:
         super().__init__(f"{reason}: {capability} via {provider or 'any'}")
-        self.reason = reason  # "unknown_provider" | "provider_cannot" | "none_capable"
+        # "unknown_provider" | "provider_cannot" | "provider_disabled" |
+        # "prompt_too_long" (``limit`` characters) | "none_capable"
+        self.reason = reason
         self.capability = capability
         self.provider = provider
+        self.limit = limit
 
 
 @dataclass
 class Health:
     consecutive_failures: int = 0
     cooldown_until: float = 0.0
-    disabled_reason: str | None = None  # auth / quota: off until restart
+    rest_reason: str | None = None  # why it cools down: a kind ("quota"), or None for errors
+    disabled_reason: str | None = None  # auth / quota without an end: off until restart
     last_error: str | None = None
     successes: int = 0
     failures: int = 0
@@ -54,9 +60,18 @@ class Health:
     def describe(self, now: float) -> str:
         if self.disabled_reason:
             return f"disabled ({self.disabled_reason})"
+        if now < self.cooldown_until and self.rest_reason:
+            return f"resting ({self.rest_reason}, {_duration(self.cooldown_until - now)})"
         if now < self.cooldown_until:
             return f"cooling down ({int(self.cooldown_until - now)} s)"
         return "ok"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 @dataclass
@@ -102,10 +117,12 @@ class Registry:
         preferred: str | None = None,
         exclude: Iterable[str] = (),
         count: int = 1,
+        prompt_chars: int = 0,
     ) -> list[Provider]:
         """Vendors to try, best first. ``forced`` (--provider) allows only that
         vendor; otherwise the preferred, then the default, then the rest,
-        with those that can make ``count`` images in one job ahead."""
+        with those that can make ``count`` images in one job ahead. A vendor
+        whose prompt limit is below ``prompt_chars`` is left out."""
         now = time.monotonic()
         if forced:
             provider = self.providers.get(forced)
@@ -113,17 +130,28 @@ class Registry:
                 raise RoutingError("unknown_provider", capability, forced)
             if not self.can(provider, capability):
                 raise RoutingError("provider_cannot", capability, forced)
+            if self.health[forced].disabled_reason is not None:
+                raise RoutingError("provider_disabled", capability, forced)
+            if not _prompt_fits(provider, prompt_chars):
+                raise RoutingError("prompt_too_long", capability, forced, provider.max_prompt_chars)
             return [provider]
         order = [preferred, self.default_id, *self.providers]
         seen: set[str] = set(exclude)
-        result = []
+        result: list[Provider] = []
+        too_short: list[int] = []  # limits of capable vendors the prompt does not fit
         for vendor_id in order:
             if not vendor_id or vendor_id in seen or vendor_id not in self.providers:
                 continue
             seen.add(vendor_id)
             provider = self.providers[vendor_id]
-            if self.can(provider, capability) and self.health[vendor_id].usable(now):
+            if not (self.can(provider, capability) and self.health[vendor_id].usable(now)):
+                continue
+            if _prompt_fits(provider, prompt_chars):
                 result.append(provider)
+            else:
+                too_short.append(provider.max_prompt_chars or 0)
+        if not result and too_short:
+            raise RoutingError("prompt_too_long", capability, limit=max(too_short))
         if not result:
             raise RoutingError("none_capable", capability)
         return sorted(result, key=lambda p: p.max_images < count)  # stable: order kept otherwise
@@ -145,22 +173,35 @@ class Registry:
         health.consecutive_failures = 0
         health.successes += 1
 
-    def record_failure(self, vendor_id: str, error: ProviderError) -> bool:
-        """Repeated failures cool a vendor down; auth and credit errors turn
-        it off until restart. True when this failure just turned it off."""
+    def record_failure(self, vendor_id: str, error: ProviderError) -> str | None:
+        """Repeated failures cool a vendor down. Auth and credit errors turn
+        it off until restart, or, when the vendor says when its quota comes
+        back (``retry_after``), rest it until then. Returns "disabled" or
+        "resting" when this failure just did one of those (the admins hear
+        of it), else None."""
         health = self.health[vendor_id]
         health.failures += 1
         health.last_error = error.kind
+        if error.disables_vendor and error.retry_after:
+            until = time.monotonic() + error.retry_after
+            newly = health.rest_reason != error.kind or health.cooldown_until < time.monotonic()
+            health.cooldown_until, health.rest_reason = until, error.kind
+            return "resting" if newly else None
         if error.disables_vendor:
             newly = health.disabled_reason is None
             health.disabled_reason = error.kind
-            return newly
+            return "disabled" if newly else None
         if error.transient:
             health.consecutive_failures += 1
             if health.consecutive_failures >= FAILURES_BEFORE_COOLDOWN:
                 health.cooldown_until = time.monotonic() + COOLDOWN_SECONDS
+                health.rest_reason = None
                 health.consecutive_failures = 0
-        return False
+        return None
 
     def describe_health(self, vendor_id: str) -> str:
         return self.health[vendor_id].describe(time.monotonic())
+
+
+def _prompt_fits(provider: Provider, prompt_chars: int) -> bool:
+    return provider.max_prompt_chars is None or prompt_chars <= provider.max_prompt_chars

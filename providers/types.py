@@ -58,12 +58,15 @@ def _round_to(value: float, multiple: int) -> int:
 class InputImage(BaseModel):
     """An input image, in every form a vendor may want it: the bytes (for
     multipart or data URIs) and, when PUBLIC_BASE_URL is set, one of the
-    bot's own expiring /media links. Never a Telegram file URL."""
+    bot's own expiring /media links. Never a Telegram file URL. Width and
+    height are measured by the engine, so no adapter decodes the image again."""
 
     model_config = ConfigDict(frozen=True)
 
     data: bytes
     mime: str = "image/png"
+    width: int  # measured once, by the engine, when it checked the image
+    height: int
     url: str | None = None
 
 

@@ -19,6 +19,7 @@ from providers.errors import (
     Unavailable,
     VendorTimeout,
 )
+from providers.credentials import CredentialError
 from providers.registry import COOLDOWN_SECONDS, FAILURES_BEFORE_COOLDOWN, Registry, RoutingError
 from providers.types import Capability
 
@@ -89,12 +90,20 @@ async def test_zhiqite_with_access_key_pair(client: httpx.AsyncClient) -> None:
     assert list(Registry.from_settings(settings, client).providers) == ["zhiqite"]
 
 
+async def test_blank_credentials_do_not_configure(client: httpx.AsyncClient) -> None:
+    assert list(Registry.from_settings(fake_settings(zhiqite_app_code="   "), client).providers) == ["sandbox"]
+
+
 @pytest.mark.parametrize(
-    "overrides",
-    [{"zhiqite_access_key_id": "id"}, {"zhiqite_access_key_secret": "secret"}, {"zhiqite_app_code": "   "}],
+    ("overrides", "missing"),
+    [({"zhiqite_access_key_id": "id"}, "ZHIQITE_ACCESS_KEY_SECRET"),
+     ({"zhiqite_access_key_secret": "secret"}, "ZHIQITE_ACCESS_KEY_ID")],
 )
-async def test_incomplete_credentials_do_not_configure(client: httpx.AsyncClient, overrides: dict) -> None:
-    assert list(Registry.from_settings(fake_settings(**overrides), client).providers) == ["sandbox"]
+async def test_half_set_credentials_stop_start_up_naming_the_missing_one(
+    client: httpx.AsyncClient, overrides: dict, missing: str
+) -> None:
+    with pytest.raises(CredentialError, match=f"^{missing} must be set together with"):
+        Registry.from_settings(fake_settings(**overrides), client)
 
 
 async def test_sandbox_enabled_adds_sandbox_after_real_vendors(client: httpx.AsyncClient) -> None:
@@ -278,6 +287,7 @@ def test_every_vendor_module_is_registered() -> None:
     """Each providers/<vendor>.py adapter is in VENDOR_CLASSES, in the
     order PRODUCT.md §2 lists the vendors (that order is 'first configured')."""
     import importlib
+    import inspect
     import pkgutil
 
     import providers
@@ -288,7 +298,59 @@ def test_every_vendor_module_is_registered() -> None:
     for module in pkgutil.iter_modules(providers.__path__):
         loaded = importlib.import_module(f"providers.{module.name}")
         for value in vars(loaded).values():
-            if isinstance(value, type) and issubclass(value, Provider) and value is not Provider and value.__module__ == loaded.__name__:
+            if (isinstance(value, type) and issubclass(value, Provider) and not inspect.isabstract(value)
+                    and value.__module__ == loaded.__name__):
                 found.add(value.id)
     assert found == set(ALL_IDS)
     assert [cls.id for cls in VENDOR_CLASSES] == ["aichatapi", "apispace", "zhiqite", "juhe", "aihuihua"]
+
+
+# --------------------------------------------------------------------------- #
+# prompt limits, switched-off vendors, quota rests
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture
+async def short_and_long(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> Registry:
+    """zhiqite limited to 800 characters (as juhe is) + sandbox without a limit."""
+    registry = Registry.from_settings(fake_settings(zhiqite_app_code="c", sandbox_enabled=True), client)
+    monkeypatch.setattr(type(registry.get("zhiqite")), "max_prompt_chars", 800)
+    return registry
+
+
+async def test_a_prompt_over_a_vendors_limit_goes_elsewhere(short_and_long: Registry, clock: Monotonic) -> None:
+    assert ids(short_and_long.candidates(C.TXT2IMG, prompt_chars=800)) == ["zhiqite", "sandbox"]
+    assert ids(short_and_long.candidates(C.TXT2IMG, prompt_chars=801)) == ["sandbox"]
+
+
+async def test_a_prompt_no_capable_vendor_takes_says_so(short_and_long: Registry, clock: Monotonic) -> None:
+    with pytest.raises(RoutingError) as info:
+        short_and_long.candidates(C.TXT2IMG, prompt_chars=900, exclude=["sandbox"])
+    assert (info.value.reason, info.value.limit) == ("prompt_too_long", 800)
+
+
+async def test_forced_vendor_with_a_prompt_over_its_limit(short_and_long: Registry, clock: Monotonic) -> None:
+    with pytest.raises(RoutingError) as info:
+        short_and_long.candidates(C.TXT2IMG, forced="zhiqite", prompt_chars=801)
+    assert (info.value.reason, info.value.provider, info.value.limit) == ("prompt_too_long", "zhiqite", 800)
+
+
+async def test_forced_vendor_switched_off_for_bad_credentials_is_refused(both: Registry, clock: Monotonic) -> None:
+    assert ids(both.candidates(C.TXT2IMG, forced="zhiqite")) == ["zhiqite"]
+    assert both.record_failure("zhiqite", AuthError("Invalid AppCode")) == "disabled"
+    with pytest.raises(RoutingError) as info:
+        both.candidates(C.TXT2IMG, forced="zhiqite")
+    assert (info.value.reason, info.value.provider) == ("provider_disabled", "zhiqite")
+
+
+async def test_quota_with_an_end_rests_the_vendor_instead_of_disabling(both: Registry, clock: Monotonic) -> None:
+    until_midnight = 5 * 3600.0
+    assert both.record_failure("zhiqite", QuotaExceeded("daily limit", retry_after=until_midnight)) == "resting"
+    assert both.record_failure("zhiqite", QuotaExceeded("daily limit", retry_after=until_midnight)) is None
+    assert both.health["zhiqite"].disabled_reason is None
+    assert both.describe_health("zhiqite") == "resting (quota, 5 h 0 min)"
+    assert ids(both.candidates(C.TXT2IMG)) == ["sandbox"]
+    assert both.resting_until(C.DESCRIBE) is None
+    clock.now += until_midnight
+    assert ids(both.candidates(C.TXT2IMG)) == ["zhiqite", "sandbox"]
+    assert both.describe_health("zhiqite") == "ok"
