@@ -124,9 +124,26 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
                             note=f"mean {summary['queries_mean']:.2f}"))
         for length, summary in lag["callbacks"]["by_length"].items():
             rows.append(Row("4 vendor queries", f"queries per {length} job (callbacks), max", summary["queries_max"], "",
+                            "= 0", check(summary["queries_max"], 0, inclusive=True),
                             note=f"mean {summary['queries_mean']:.2f}, callbacks {summary['callbacks_mean']:.2f}/job"))
     elif lag is not None:
         rows.append(Row("3 delivery lag", "error", None, "", note=str(lag)[:100]))
+
+    runs = results.get("policy")
+    if isinstance(runs, dict) and "error" not in runs:
+        for name, figures in runs.items():
+            if not name.endswith(" policy"):
+                continue
+            vendor_mode = name.removesuffix(" policy")
+            before = runs.get(f"{vendor_mode} before", {}).get("queries_per_job", math.nan)
+            value = figures["queries_per_job"]
+            limit = 0.0 if vendor_mode.endswith("callbacks") else before
+            rows.append(Row("6 poll policy", f"{vendor_mode}: queries per job", value, "",
+                            "= 0" if limit == 0.0 else f"≤ {before:.2f} (before)",
+                            check(value, limit, inclusive=True),
+                            note=f"before {before:.2f}; all {figures['seconds_for_all']:.1f} s"))
+    elif runs is not None:
+        rows.append(Row("6 poll policy", "error", None, "", note=str(runs)[:100]))
 
     scale = results.get("scale")
     if isinstance(scale, dict) and "bot" in scale:

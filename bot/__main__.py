@@ -15,7 +15,9 @@ from bot.app import Drawbridge
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
 from providers.base import DEFAULT_TIMEOUT
-from providers.registry import Registry
+from providers.credentials import CredentialError
+from providers.http import HttpProvider
+from providers.registry import VENDOR_CLASSES, Registry
 
 log = logging.getLogger("bot")
 
@@ -25,6 +27,8 @@ USAGE = "usage: python -m bot [run|check]"
 def build_registry(settings: Settings, client: httpx.AsyncClient) -> Registry:
     try:
         return Registry.from_settings(settings, client)
+    except CredentialError as exc:
+        raise ConfigError(str(exc)) from None
     except ValueError as exc:
         raise ConfigError(f"DEFAULT_PROVIDER is invalid: {exc}") from None
 
@@ -50,6 +54,12 @@ async def check(settings: Settings) -> int:
             default = " (default)" if vendor_id == registry.default_id else ""
             print(f"  {vendor_id}{default}: {caps}")
             print(f"      {probe}")
+        missing = [cls for cls in VENDOR_CLASSES if cls.id not in registry.providers]
+        if missing:
+            print("Not configured (set these to enable):")
+        for cls in missing:
+            if issubclass(cls, HttpProvider):
+                print(f"  {cls.id}: {cls.credentials.describe()}")
     return 0
 
 

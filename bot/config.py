@@ -47,14 +47,17 @@ class Settings(BaseSettings):
     aichatapi_api_key: SecretStr | None = None
     aichatapi_base_url: str = "https://aichatapi.com"
     aichatapi_query_url: str = "https://open.aichatapi.com"
+    # Requests per second (submits and queries together): 1 on the free tier.
+    aichatapi_qps: float = Field(default=1.0, gt=0.0, le=100.0)
     apispace_token: SecretStr | None = None
     apispace_base_url: str = "https://23329.o.apispace.com"
     zhiqite_app_code: SecretStr | None = None
     zhiqite_access_key_id: SecretStr | None = None
     zhiqite_access_key_secret: SecretStr | None = None
-    zhiqite_base_url: str = "https://zhiqite.market.alicloudapi.com"
+    # Empty: the host that goes with the credential mode (providers/zhiqite.py).
+    zhiqite_base_url: str = ""
     juhe_api_key: SecretStr | None = None
-    juhe_base_url: str = "http://gpt.juhe.cn"
+    juhe_base_url: str = "https://gpt.juhe.cn"
     aihuihua_api_key: SecretStr | None = None
     aihuihua_base_url: str = "https://api.aihuihua.com"
     sandbox_enabled: bool = False

@@ -138,6 +138,28 @@ class TaskRepository:
         rows = await self.db.fetchall(*self._lease_statement(statuses, limit, lease_seconds))
         return sorted((Task.from_row(r) for r in rows), key=lambda t: t.id)
 
+    async def lease_soon(
+        self, statuses: Sequence[TaskStatus], provider: str, within_seconds: float, limit: int,
+        lease_seconds: float,
+    ) -> list[Task]:
+        """Lease up to ``limit`` rows of one vendor that come due within
+        ``within_seconds``: a batch query answers them in the same call."""
+        if limit <= 0:
+            return []
+        now = self.clock()
+        marks = ",".join("?" for _ in statuses)
+        rows = await self.db.fetchall(
+            f"""UPDATE tasks SET lease_token = ?, next_run_at = ?, updated_at = ?
+                WHERE id IN (
+                    SELECT id FROM tasks WHERE status IN ({marks}) AND next_run_at <= ?
+                    AND provider = ?
+                    ORDER BY next_run_at LIMIT ?)
+                RETURNING *""",
+            (secrets.token_hex(8), now + lease_seconds, now, *[s.value for s in statuses],
+             now + within_seconds, provider, limit),
+        )
+        return sorted((Task.from_row(r) for r in rows), key=lambda t: t.id)
+
     async def next_due_at(self, statuses: Sequence[TaskStatus]) -> float | None:
         """When the earliest of these rows comes due."""
         row = await self.db.fetchone(*_next_due_statement(statuses))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from bot.engine.ratelimit import VendorGate
 from bot.engine.sender import ResultSender
 from bot.keyboards import CallbackCodec
 from providers.base import Provider
-from providers.errors import ProviderError
+from providers.errors import JobNotFound, ProviderError
 from providers.registry import Registry
 from storage import Store
 from storage.models import Task
@@ -118,11 +119,17 @@ class Engine:
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
 
-    async def _tell_admins(self, vendor_id: str, kind: str) -> None:
-        """A vendor was switched off (bad credentials, no credit): the admins
-        must act, so they hear it at once, in English (an operator message)."""
-        log.error("vendor %s disabled until restart: %s", vendor_id, kind)
-        text = f"⚠️ Vendor {vendor_id} is disabled until restart: {ADMIN_REASONS.get(kind, kind)}."
+    async def _tell_admins(self, vendor_id: str, error: ProviderError, change: str) -> None:
+        """A vendor was switched off (bad credentials, no credit) or rests
+        until its quota returns: the admins must know at once, in English
+        (an operator message)."""
+        reason = ADMIN_REASONS.get(error.kind, error.kind)
+        if change == "resting" and error.retry_after:
+            until = time.strftime("%H:%M UTC", time.gmtime(time.time() + error.retry_after))
+            text = f"⏸ Vendor {vendor_id} rests until {until}: {reason}."
+        else:
+            text = f"⚠️ Vendor {vendor_id} is disabled until restart: {reason}."
+        log.error("%s", text)
         for admin_id in self.admin_ids:
             try:
                 await self.bot.send_message(admin_id, text)
@@ -130,7 +137,7 @@ class Engine:
                 log.warning("could not tell admin %s: %s", admin_id, exc)
 
     def _callback_url(self, task: Task, provider: Provider) -> str | None:
-        if not (provider.supports_callbacks and self.public_base_url and task.callback_token):
+        if not self.outcomes.has_callback(task, provider):
             return None
         return f"{self.public_base_url}/callbacks/{provider.id}/{task.callback_token}"
 
@@ -142,15 +149,17 @@ class Engine:
             raise CallbackRejected(404, "unknown callback")
         if not isinstance(payload, dict):
             raise CallbackRejected(400, "callback body is not a JSON object")
-        try:
-            job_id, state = provider.parse_callback(payload)
-        except ProviderError as exc:
-            raise CallbackRejected(400, f"unreadable callback: {exc.kind}") from None
         if task.status.final or task.status.value == "succeeded":
             return provider.callback_answer  # a repeat; already handled
-        if job_id != task.provider_job_id:
-            # Possibly faster than our own bookkeeping of the submit: ask the
-            # vendor to try again (it retries on anything but success).
-            raise CallbackRejected(409, "callback for a job not (yet) recorded")
+        if task.provider_job_id is None:
+            # Faster than our own bookkeeping of the submit: ask the vendor
+            # to try again (it retries on anything but success).
+            raise CallbackRejected(409, "callback for a job not yet recorded")
+        try:
+            state = provider.parse_callback(payload, task.provider_job_id)
+        except JobNotFound:
+            raise CallbackRejected(409, "callback for another job") from None
+        except ProviderError as exc:
+            raise CallbackRejected(400, f"unreadable callback: {exc.kind}") from None
         await self.outcomes.apply(task, provider, state, lease_token=None)
         return provider.callback_answer

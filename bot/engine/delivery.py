@@ -33,7 +33,11 @@ MAX_SEND_ATTEMPTS = 8
 def failure_reason(task: Task) -> str:
     lang, kind = task.language, task.error_kind or "error"
     if kind.startswith("route_"):
-        return t(lang, "err_" + kind.removeprefix("route_"), provider=task.params.get("provider") or "?", capability=task.kind)
+        limit = int(task.error_detail) if (task.error_detail or "").isdigit() else 0
+        return t(
+            lang, "err_" + kind.removeprefix("route_"), provider=task.params.get("provider") or "?",
+            capability=task.kind, limit=limit, length=len(task.params.get("prompt") or ""),
+        )
     if kind == "deadline":
         return t(lang, "fail_deadline", minutes=max(1, round((task.deadline_at - task.created_at) / 60)))
     key = f"fail_{kind}"

@@ -42,7 +42,7 @@ class Dispatcher(StageLoop):
         resolve_inputs: ResolveInputs,
         callback_url: Callable[[Task, Provider], str | None],
         wake_poller: Callable[[], None],
-        on_vendor_disabled: Callable[[str, str], Awaitable[None]],
+        on_vendor_disabled: Callable[[str, ProviderError, str], Awaitable[None]],
     ) -> None:
         super().__init__(tasks)
         self.registry = registry
@@ -64,7 +64,10 @@ class Dispatcher(StageLoop):
         capability = Capability(task.kind)
         preferred = task.provider or (task.source or {}).get("provider")
         try:
-            candidates = self.registry.candidates(capability, forced=params.provider, preferred=preferred, count=params.n)
+            candidates = self.registry.candidates(
+                capability, forced=params.provider, preferred=preferred, count=params.n,
+                prompt_chars=len(params.prompt),
+            )
         except RoutingError as exc:
             resting_until = self.registry.resting_until(capability) if exc.reason == "none_capable" else None
             if resting_until is not None and resting_until < task.deadline_at:
@@ -72,7 +75,9 @@ class Dispatcher(StageLoop):
                 await self.tasks.reschedule(task.id, task.lease_token or "", resting_until)
                 await self._show_retrying(task, capability)
                 return
-            await self.outcomes.fail(task, f"route_{exc.reason}", str(exc), lease_token=task.lease_token)
+            # The limit is what the user's message needs; the rest is in the reason.
+            detail = str(exc.limit) if exc.limit else str(exc)
+            await self.outcomes.fail(task, f"route_{exc.reason}", detail, lease_token=task.lease_token)
             return
 
         last_error: ProviderError | None = None
@@ -87,8 +92,9 @@ class Dispatcher(StageLoop):
                     await self.outcomes.fail(task, "bad_input", exc.reason, lease_token=task.lease_token)
                 return
             except ProviderError as exc:
-                if self.registry.record_failure(provider.id, exc):
-                    await self.on_vendor_disabled(provider.id, exc.kind)
+                change = self.registry.record_failure(provider.id, exc)
+                if change is not None:
+                    await self.on_vendor_disabled(provider.id, exc, change)
                 log.warning("task %s: submit to %s failed: %s (%s)", task.id, provider.id, exc.kind, exc.vendor_message[:200])
                 last_error = exc
                 if exc.transient or exc.disables_vendor:
@@ -150,15 +156,17 @@ class Dispatcher(StageLoop):
             TaskStatus.QUEUED,
             TaskStatus.SUBMITTED,
             lease_token=task.lease_token,
-            next_run_at=now + first_poll_delay(provider.typical_seconds, submitted.eta_seconds),
+            next_run_at=min(task.deadline_at, now + first_poll_delay(
+                provider.typical_seconds, submitted.eta_seconds, provider.poll_policy,
+                has_callback=self.outcomes.has_callback(task, provider),
+            )),
             provider=provider.id,
             provider_job_id=submitted.job_id,
             submitted_at=now,
             attempts=0,
             polls=0,
         )
-        if fresh is None:  # cancelled meanwhile
-            await provider.cancel(submitted.job_id)
+        if fresh is None:  # cancelled meanwhile: the vendor's result will be dropped
             return
         log.info("task %s submitted to %s as %s", task.id, provider.id, submitted.job_id[:64])
         self.wake_poller()  # it may be asleep until later than this task's first poll

@@ -13,6 +13,7 @@ from telegram.error import TelegramError
 
 from bot.engine.downloads import DownloadError, inspect_image
 from providers.base import Provider
+from providers.images import ShrinkError, shrink_to
 from providers.types import InputImage
 from storage.media import MediaRepository
 from storage.models import Task
@@ -59,16 +60,26 @@ class InputResolver:
             checked = inspect_image(data)
         except DownloadError as exc:
             raise InputError(exc.reason) from None
-        mime, cropped = checked.mime, "cell" in item
-        if cropped:
-            data, mime = crop_cell(data, int(item["cell"])), "image/png"
+        mime, width, height = checked.mime, checked.width, checked.height
+        changed = False  # the bytes differ from the Telegram file's
+        if "cell" in item:
+            data, mime, changed = crop_cell(data, int(item["cell"])), "image/png", True
+            width, height = width // 2, height // 2
+        limit = provider.max_input_bytes
+        if limit is not None and len(data) > limit:
+            try:
+                data = shrink_to(data, limit)
+            except ShrinkError as exc:
+                raise InputError(str(exc)) from None
+            shrunk = inspect_image(data)
+            mime, width, height, changed = shrunk.mime, shrunk.width, shrunk.height, True
         url = None
         if self.public_base_url and provider.image_input == "url":
             # A Telegram file is fetched again when the vendor asks (the
-            # database keeps no copy); a cut-out cell exists only here.
-            if cropped:
+            # database keeps no copy); a cut-out or shrunk copy exists only here.
+            if changed:
                 link = await self.media.create(None, mime, MEDIA_TTL_SECONDS, task.id, data=data)
             else:
                 link = await self.media.create(item["file_id"], mime, MEDIA_TTL_SECONDS, task.id)
             url = f"{self.public_base_url}/media/{link.token}"
-        return InputImage(data=data, mime=mime, url=url)
+        return InputImage(data=data, mime=mime, width=width, height=height, url=url)

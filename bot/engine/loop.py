@@ -32,7 +32,8 @@ class StageLoop(ABC):
     def __init__(self, tasks: TaskRepository) -> None:
         self.tasks = tasks
         self._wake = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
+        # Each running job and how many tasks it holds (a batch holds several).
+        self._inflight: dict[asyncio.Task[None], int] = {}
         self._stopping = False
 
     def wake(self) -> None:
@@ -52,6 +53,15 @@ class StageLoop(ABC):
     @abstractmethod
     async def on_unexpected_error(self, task: Task, attempts: int) -> None:
         """Give up on a task whose handler keeps crashing (a bug, not a vendor)."""
+
+    def batches(self, leased: list[Task]) -> list[list[Task]]:
+        """How leased tasks are grouped into jobs: one task each, unless a
+        stage can do several in one step (the poller's batch queries)."""
+        return [[task] for task in leased]
+
+    async def handle_batch(self, tasks: list[Task]) -> None:
+        for task in tasks:
+            await self.handle(task)
 
     async def run(self, drain_seconds: float = 10.0) -> None:
         try:
@@ -76,7 +86,7 @@ class StageLoop(ABC):
     async def _tick(self) -> float | None:
         """Lease what is due and start it. Returns how long to sleep unless
         woken, or None to look again at once."""
-        free = self.concurrency - len(self._inflight)
+        free = self.concurrency - sum(self._inflight.values())
         if free <= 0:
             return self.idle_seconds  # a finishing job wakes us
         try:
@@ -84,9 +94,9 @@ class StageLoop(ABC):
         except Exception:
             log.exception("%s: could not lease due tasks", self.name)
             return 1.0
-        for task in leased:
-            job = asyncio.create_task(self._guarded(task), name=f"{self.name}-{task.id}")
-            self._inflight.add(job)
+        for batch in self.batches(leased):
+            job = asyncio.create_task(self._guarded(batch), name=f"{self.name}-{batch[0].id}")
+            self._inflight[job] = len(batch)
             job.add_done_callback(self._job_done)
         if leased and len(leased) == free:
             return None
@@ -95,27 +105,31 @@ class StageLoop(ABC):
         return min(self.idle_seconds, max(0.0, next_due - time.time()))
 
     def _job_done(self, job: asyncio.Task[None]) -> None:
-        self._inflight.discard(job)
+        self._inflight.pop(job, None)
         # A slot is free, and the job may have moved its task's next run
         # earlier than this stage planned to wake: look again.
         self._wake.set()
 
-    async def _guarded(self, task: Task) -> None:
-        """Finish well inside the lease, so no second worker can take the row
-        while this one still works on it."""
+    async def _guarded(self, batch: list[Task]) -> None:
+        """Finish well inside the lease, so no second worker can take the rows
+        while this one still works on them."""
         try:
             async with asyncio.timeout(self.lease_seconds - 15):
-                await self.handle(task)
+                await self.handle_batch(batch)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s: task %s failed unexpectedly", self.name, task.id)
-            attempts = task.attempts + 1
-            if attempts >= MAX_UNEXPECTED_ERRORS:
-                await self.on_unexpected_error(task, attempts)
-            else:
-                with contextlib.suppress(Exception):
-                    await self.tasks.reschedule(
-                        task.id, task.lease_token or "", time.time() + retry_delay(attempts),
-                        attempts=attempts,
-                    )
+            log.exception("%s: task(s) %s failed unexpectedly", self.name, [t.id for t in batch])
+            for task in batch:
+                await self._after_crash(task)
+
+    async def _after_crash(self, task: Task) -> None:
+        attempts = task.attempts + 1
+        if attempts >= MAX_UNEXPECTED_ERRORS:
+            await self.on_unexpected_error(task, attempts)
+            return
+        with contextlib.suppress(Exception):
+            await self.tasks.reschedule(
+                task.id, task.lease_token or "", time.time() + retry_delay(attempts),
+                attempts=attempts,
+            )

@@ -32,6 +32,10 @@ class Outcomes:
         self.reporter = reporter
         self.wake_delivery = wake_delivery
 
+    def has_callback(self, task: Task, provider: Provider) -> bool:
+        """Whether the vendor was given a callback URL for this task."""
+        return bool(provider.supports_callbacks and self.registry.has_public_url and task.callback_token)
+
     def vendor_title(self, vendor_id: str | None) -> str:
         provider = self.registry.get(vendor_id) if vendor_id else None
         return provider.title if provider else (vendor_id or "?")
@@ -84,9 +88,16 @@ class Outcomes:
     async def _progress(self, task: Task, provider: Provider, state: JobState, lease_token: str | None) -> None:
         progress = state.progress if state.progress is not None else task.progress
         fields = {"progress": progress, "queue_position": state.queue_position, "polls": task.polls + 1}
+        silence = provider.poll_policy.callback_silence_seconds
         if lease_token is None:
-            # A progress callback: note it; the poller's schedule stays.
-            fresh = await self.tasks.update(task.id, progress=progress, queue_position=state.queue_position)
+            # A progress callback: note it. For a vendor polled only after a
+            # silence, the vendor just spoke: the safety-net poll moves back.
+            extra = {}
+            if silence is not None:
+                extra["next_run_at"] = min(time.time() + silence, task.deadline_at)
+            fresh = await self.tasks.update(
+                task.id, progress=progress, queue_position=state.queue_position, **extra
+            )
         else:
             elapsed = time.time() - (task.submitted_at or task.created_at)
             delay = next_poll_delay(
@@ -94,7 +105,8 @@ class Outcomes:
                 elapsed,
                 progress,
                 provider.typical_seconds,
-                has_callback=provider.supports_callbacks and self.registry.has_public_url,
+                has_callback=self.has_callback(task, provider),
+                policy=provider.poll_policy,
             )
             fields["attempts"] = 0
             # Never sleep past the deadline: the poller fails it then.

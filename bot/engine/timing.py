@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import random
 
+from providers.base import PollPolicy
+
+DEFAULT_POLICY = PollPolicy()
+
 MIN_POLL_SECONDS = 1.0
 MAX_POLL_SECONDS = 20.0
 # With callbacks on, polling is only a safety net for a lost callback.
@@ -29,11 +33,18 @@ def retry_delay(
     return delay
 
 
-def first_poll_delay(typical_seconds: float, eta_seconds: float | None) -> float:
+def first_poll_delay(
+    typical_seconds: float, eta_seconds: float | None,
+    policy: PollPolicy = DEFAULT_POLICY, has_callback: bool = False,
+) -> float:
     """An early first look (a quarter of the expected time): it tells us the
-    queue position and progress, from which the next polls are aimed."""
+    queue position and progress, from which the next polls are aimed. A
+    vendor that asks not to be polled while callbacks come is first asked
+    only when its callback is overdue."""
+    if has_callback and policy.callback_silence_seconds is not None:
+        return policy.callback_silence_seconds
     expected = eta_seconds if eta_seconds is not None else typical_seconds
-    return max(MIN_POLL_SECONDS, min(MAX_POLL_SECONDS, expected * 0.25))
+    return _bounded(expected * 0.25, policy)
 
 
 def next_poll_delay(
@@ -42,13 +53,15 @@ def next_poll_delay(
     progress: float | None,
     typical_seconds: float,
     has_callback: bool,
+    policy: PollPolicy = DEFAULT_POLICY,
 ) -> float:
     """Adaptive polling. With a progress figure, aim at the predicted end;
-    without one, back off geometrically from the vendor's typical duration."""
+    without one, back off geometrically from the vendor's typical duration.
+    With callbacks, polling is only a safety net for a lost callback."""
     if has_callback:
-        return CALLBACK_SAFETY_POLL_SECONDS
+        return policy.callback_silence_seconds or CALLBACK_SAFETY_POLL_SECONDS
     if progress is not None and progress >= 1.0:
-        return MIN_POLL_SECONDS  # drawn, now uploading: it is a moment away
+        return _bounded(MIN_POLL_SECONDS, policy)  # drawn, now uploading: a moment away
     if progress is not None and 0.02 <= progress < 1.0 and elapsed > 0:
         # Vendors charge per query: aim just past the predicted end rather
         # than ticking along with the progress bar.
@@ -56,4 +69,10 @@ def next_poll_delay(
         delay = remaining * 1.05 + 0.3
     else:
         delay = typical_seconds * 0.25 * 1.5 ** min(30, max(0, polls - 1))
-    return max(MIN_POLL_SECONDS, min(MAX_POLL_SECONDS, delay))
+    return _bounded(delay, policy)
+
+
+def _bounded(delay: float, policy: PollPolicy) -> float:
+    """Within [MIN, MAX] poll seconds, and never under the vendor's own minimum."""
+    floor = max(MIN_POLL_SECONDS, policy.min_interval_seconds)
+    return max(floor, min(max(floor, MAX_POLL_SECONDS), delay))

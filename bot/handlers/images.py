@@ -43,14 +43,15 @@ def input_image(message: Message | None) -> dict[str, Any] | ImageProblem | None
 
 
 def choose_capability(
-    registry: Registry, options: list[Capability], forced: str | None, preferred: str | None = None
+    registry: Registry, options: list[Capability], forced: str | None, preferred: str | None = None,
+    prompt_chars: int = 0,
 ) -> Capability:
     """The first of ``options`` some vendor can serve now (edit before
     img2img, say). Raises the RoutingError of the first option otherwise."""
     first_error: RoutingError | None = None
     for capability in options:
         try:
-            registry.candidates(capability, forced=forced, preferred=preferred)
+            registry.candidates(capability, forced=forced, preferred=preferred, prompt_chars=prompt_chars)
         except RoutingError as exc:
             first_error = first_error or exc
             continue

@@ -43,7 +43,10 @@ class Request:
 
 
 def routing_sentence(language: str, exc: RoutingError, params: GenerationParams) -> str:
-    return t(language, f"err_{exc.reason}", provider=params.provider or "", capability=exc.capability.value)
+    return t(
+        language, f"err_{exc.reason}", provider=params.provider or "", capability=exc.capability.value,
+        limit=exc.limit or 0, length=len(params.prompt),
+    )
 
 
 async def refusal(svc: Services, who: Requester, request: Request) -> str | None:
@@ -73,7 +76,10 @@ async def create_task(
         return problem
     preferred = (request.source or {}).get("provider") or who.user.default_provider
     try:
-        capability = choose_capability(svc.registry, request.capabilities, request.params.provider, preferred)
+        capability = choose_capability(
+            svc.registry, request.capabilities, request.params.provider, preferred,
+            prompt_chars=len(request.params.prompt),
+        )
     except RoutingError as exc:
         return routing_sentence(who.language, exc, request.params)
     task = await svc.store.tasks.create(

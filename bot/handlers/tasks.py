@@ -4,7 +4,6 @@ guided conversation)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import html
 import time
@@ -18,11 +17,9 @@ from bot.engine.progress import short_prompt
 from bot.handlers.common import Requester, reply, requester
 from bot.i18n import t
 from bot.services import Services, services
-from providers.errors import ProviderError
 from storage.models import ACTIVE_STATUSES, Task, TaskStatus
 
 RECENT = 10
-_background: set[asyncio.Task[None]] = set()  # keeps fire-and-forget tasks alive
 ICONS = {
     TaskStatus.QUEUED: "⏳",
     TaskStatus.SUBMITTED: "📨",
@@ -133,23 +130,14 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         status = t(who.language, f"st_{task.status.value}")
         await reply(message, t(who.language, "task_cannot_cancel", task_id=task.id, status=status))
         return
+    # None of today's vendors can cancel a job: it runs on at the vendor
+    # and its result is dropped (the task is no longer active).
     svc.engine.reporter.forget(task.id)
-    if task.provider_job_id and task.provider:
-        provider = svc.registry.get(task.provider)
-        if provider is not None:  # best effort, in the background: no vendor call in a handler
-            job = asyncio.get_running_loop().create_task(_cancel_at_vendor(provider, task.provider_job_id))
-            _background.add(job)
-            job.add_done_callback(_background.discard)
     done = t(who.language, "task_cancelled", task_id=task.id)
     if task.status_message_id is not None:
         with contextlib.suppress(TelegramError):
             await context.bot.edit_message_text(done, chat_id=task.chat_id, message_id=task.status_message_id, parse_mode=ParseMode.HTML)
     await reply(message, done)
-
-
-async def _cancel_at_vendor(provider, job_id: str) -> None:  # type: ignore[no-untyped-def]
-    with contextlib.suppress(ProviderError):
-        await provider.cancel(job_id)
 
 
 def register(app: Application) -> None:  # type: ignore[type-arg]

@@ -106,21 +106,20 @@ async def test_bad_prompts_get_one_short_line_and_no_task(tmp_path: Path, telegr
 
 
 async def test_prompt_over_a_vendors_own_limit(tmp_path: Path, telegram: FakeTelegram) -> None:
-    """juhe takes at most 800 characters (it would silently cut the rest): the
-    adapter refuses before any HTTP. 900 characters pass our 1500 limit, so a
-    task starts and fails at once with a message."""
+    """juhe takes at most 800 characters (it would silently cut the rest):
+    routing knows the limit, so with no other vendor the user is told at once
+    and nothing is stored or sent."""
     fake = FakeJuhe()
     prompt = ("a lantern festival on the river " * 30)[:900]
     async with serve(fake.app) as url:
         async with bot_with(tmp_path, telegram, public=False, juhe_api_key=fake.key, juhe_base_url=url) as bot:
-            telegram.user_message(USER, USER, f"/imagine {prompt}")
-            [task] = await final_task(bot, USER, timeout=5)
+            sent = telegram.user_message(USER, USER, f"/imagine {prompt}")
+            told = await telegram.wait_for_message(USER, lambda m: bool(m.text), after_message_id=sent["message_id"])
+            tasks = await bot.store.tasks.recent(USER)
         await fake.aclose()
-    assert task.status.value == "failed" and task.error_kind == "bad_request"
-    assert "800" in (task.error_detail or "")
+    assert tasks == []
     assert not fake.requests, "the over-long prompt was sent to juhe"
-    told = telegram.last_bot_message(USER)
-    assert told is not None and t("en", "fail_bad_request") in told.content
+    assert told.text == t("en", "err_prompt_too_long", length=len(prompt.strip()), limit=800)
 
 
 def sticker_message(telegram: FakeTelegram, chat_id: int, message_id: int, animated: bool = True) -> dict:

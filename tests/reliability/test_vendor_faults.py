@@ -26,6 +26,7 @@ import httpx
 from bot.app import Drawbridge
 from bot.i18n import t
 from providers.aihuihua import ASSUMED as AIHUIHUA_ASSUMED
+from providers.registry import Health
 from tests.e2e.conftest import ZHIQITE_APP_CODE, free_port
 from tests.e2e.helpers import photos, result_after
 from tests.fakes.aihuihua import FakeAihuihua
@@ -162,7 +163,7 @@ async def test_every_transient_vendor_fault_is_retried_and_delivered_once(tmp_pa
             assert bot.engine is not None
             zq_adapter, ah_adapter = bot.engine.registry.get("zhiqite"), bot.engine.registry.get("aihuihua")
             # The adapters' 30 s read timeout would make the timeout cases slow; the fakes answer "late" after 1 s.
-            zq_adapter.timeout = ah_adapter.timeout = httpx.Timeout(0.5, connect=2.0)  # type: ignore[union-attr]
+            zq_adapter.timeout = ah_adapter.call_timeout = httpx.Timeout(0.5, connect=2.0)  # type: ignore[union-attr]
             ah_adapter.assumed = dataclasses.replace(AIHUIHUA_ASSUMED, queue_full_retry_after=3.0)  # type: ignore[union-attr]
             started = time.monotonic()
             await run_cases(bot, telegram, cases, consumed)
@@ -293,6 +294,11 @@ async def test_every_permanent_vendor_fault_fails_at_once_with_its_sentence(tmp_
                 arrivals = z_arrivals if case.vendor == "zhiqite" else a_arrivals
                 submit = ZHIQITE_SUBMIT if case.vendor == "zhiqite" else AIHUIHUA_SUBMIT
                 await telegram.wait_for(lambda a=arrivals, s=submit, m=case.marker: a.at(s, m), timeout=5)
+                # A quota or auth fault switches the vendor off, and a later
+                # --provider for it is refused up front (tested elsewhere):
+                # switch it back on so that each case meets its own fault.
+                await final_task(bot, case.user, timeout=5)
+                bot.engine.registry.health[case.vendor] = Health()
             results = {case.number: (await final_task(bot, case.user, timeout=5))[0] for case, _, _ in cases}
             warnings = [m.content for m in await _admin_messages(telegram, 2)]
         await zq.aclose()
@@ -339,7 +345,9 @@ async def test_task_past_its_deadline_fails_with_a_message(tmp_path: Path, teleg
     async with serve(fake.app) as url:
         async with bot_with(tmp_path, telegram, task_timeout_seconds=10, **zhiqite_settings(url)) as bot:
             telegram.user_message(USER, USER, "/imagine a cathedral, every stone")
-            task = await wait_task(bot, USER, lambda t: t.status.value == "running", timeout=8)
+            # With callbacks zhiqite is not polled (billed): the task stays
+            # "submitted" until a callback comes, or its deadline.
+            task = await wait_task(bot, USER, lambda t: t.status.value in ("submitted", "running"), timeout=8)
             grace = 3.0
             try:
                 [task] = await final_task(bot, USER, timeout=task.deadline_at - time.time() + grace)

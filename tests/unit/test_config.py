@@ -64,8 +64,8 @@ def test_defaults(token: str) -> None:
     assert s.banned_words == ()
     assert s.allow_private_urls is False
     assert (s.log_level, s.log_format) == ("INFO", "text")
-    assert s.zhiqite_base_url == "https://zhiqite.market.alicloudapi.com"
-    assert s.juhe_base_url == "http://gpt.juhe.cn"
+    assert s.zhiqite_base_url == ""  # the adapter picks the host by credential mode
+    assert s.juhe_base_url == "https://gpt.juhe.cn"
     assert s.sandbox_enabled is False
 
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from providers.base import PollPolicy
 from bot.engine.timing import (
     CALLBACK_SAFETY_POLL_SECONDS,
     MAX_POLL_SECONDS,
@@ -238,3 +239,29 @@ def test_other_durations_notice_completion_promptly(job_seconds: float) -> None:
     print(f"\n{job_seconds:.0f} s job: {queries} queries, {lateness:.1f} s late")
     assert lateness <= max(first_poll_delay(20.0, None), 0.25 * job_seconds)
     assert queries <= 2 + job_seconds / 3  # never busier than one query per 3 s on average
+
+
+# --------------------------------------------------------------------------- #
+# per-vendor poll policies
+# --------------------------------------------------------------------------- #
+
+SILENT = PollPolicy(callback_silence_seconds=300.0, min_interval_seconds=20.0)
+
+
+def test_with_callbacks_a_silent_vendor_is_first_asked_when_the_callback_is_overdue() -> None:
+    assert first_poll_delay(25.0, None, SILENT, has_callback=True) == 300.0
+    assert next_poll_delay(1, 10.0, 0.5, 25.0, has_callback=True, policy=SILENT) == 300.0
+
+
+def test_without_callbacks_a_silent_vendor_is_polled_no_more_often_than_it_asks() -> None:
+    assert first_poll_delay(25.0, None, SILENT, has_callback=False) == 20.0
+    for progress in (None, 0.1, 0.9, 0.99, 1.0):
+        for polls in range(1, 6):
+            assert next_poll_delay(polls, 30.0, progress, 25.0, has_callback=False, policy=SILENT) >= 20.0
+
+
+def test_vendors_that_do_not_mind_keep_adaptive_polling() -> None:
+    default = PollPolicy()
+    assert first_poll_delay(20.0, None, default, has_callback=True) == first_poll_delay(20.0, None)
+    assert next_poll_delay(2, 10.0, 0.5, 20.0, has_callback=False, policy=default) == pytest.approx(10.0 * 1.05 + 0.3)
+    assert next_poll_delay(1, 10.0, 0.5, 20.0, has_callback=True, policy=default) == CALLBACK_SAFETY_POLL_SECONDS
