@@ -1,64 +1,45 @@
 """aihuihua (AI绘画, api.aihuihua.com): Flux text/image to image, Midjourney
 imagine with its U/V buttons, face swap, upscale, background removal and
-describe. Every job is a vendor task: submit → task id → query (single or a
-batch of 20) or the task POSTed to our notifyHook when it finishes.
+describe. Every job is a vendor task: submit → task id → the task POSTed to
+our notifyHook when it finishes, or (a fallback only) a query, single or a
+batch of 20.
 
 Layout, top to bottom:
   ASSUMED            every guess about the vendor, in one place
   seed facts         endpoints, codes, limits
-  job ids            "aihuihua:<task id>"
+  job ids            "aihuihua:<task id>", "aihuihua:i2i:<task id>"
   pure transforms    spec → (endpoint, JSON body); task object → JobState; codes → exceptions
-  Aihuihua           the Provider: one HTTP boundary (``_call``), errors mapped there
+  Aihuihua           the HttpProvider: declarations and hooks
 
-Job ids carry nothing but the task id: the callback body is the bare task
-object, and the bot matches it to the job id it stored, so everything else
-(Midjourney or not, grid or not, describe) is read from the task itself.
+The task object does not say that it came from Flux image2Image, whose
+result is always a 4-in-1 grid [seed], so the job id says it (``JobKind``).
+Everything else (Midjourney or not, grid or not, describe) is read from the
+task itself.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
-from PIL import Image, UnidentifiedImageError
 
-from providers.base import DEFAULT_TIMEOUT, Provider
-from providers.errors import (
-    AuthError,
-    BadRequest,
-    ContentRejected,
-    JobNotFound,
-    MalformedResponse,
-    ProviderError,
-    QuotaExceeded,
-    RateLimited,
-    Unavailable,
-    json_body,
-    map_transport_errors,
-    parse_retry_after,
-)
-from providers.types import (
-    Capability,
-    GenerationParams,
-    JobSpec,
-    JobState,
-    JobStatus,
-    ResultImage,
-    SourceResult,
-    Submitted,
-)
-from providers.secrets import redact, secret_value
+from providers.base import PollPolicy
+from providers.common import code_of, input_image, input_url, matches, parse_progress, text_of
+from providers.credentials import Credentials
+from providers.errors import AuthError, BadRequest, ContentRejected, JobNotFound
+from providers.errors import MalformedResponse, ProviderError, QuotaExceeded, RateLimited
+from providers.errors import Unavailable
+from providers.http import HeaderAuth, HttpProvider
+from providers.types import Capability, GenerationParams, JobSpec, JobState, JobStatus
+from providers.types import ResultImage, SourceResult, Submitted
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- #
@@ -82,7 +63,8 @@ class Assumptions:
          "ZOOM", "PAN", "INPAINT", "OUTPAINT", "CUSTOM_ZOOM", "SHORTEN", "MODAL"}
     )
     # Actions whose image is a 2x2 grid. A task offering U2–U4 buttons is a
-    # grid too, whatever its action (that is how Flux 4-in-1 grids show).
+    # grid too, whatever its action; a Flux image2Image task always is (its
+    # job id says so, see JobKind).
     grid_actions: frozenset[str] = frozenset({"IMAGINE", "VARIATION", "REROLL", "BLEND"})
     describe_actions: frozenset[str] = frozenset({"DESCRIBE"})
     # Where a finished describe task keeps its text (midjourney-proxy keeps
@@ -115,9 +97,11 @@ class Assumptions:
         "敏感", "违规", "违禁", "审核", "色情", "banned", "sensitive", "nsfw", "prohibited",
         "moderat", "violat",
     )
-    # Unknown single task: code 3 or a null result (and HTTP 404).
-    # The callback is the bare task object [assume]; an envelope
-    # {"code", "result": task} is accepted as well.
+    # Queries and callbacks carry the bare task (the batch query a bare list)
+    # as midjourney-proxy sends them [public], or the {"code", "result"}
+    # envelope: both are read. An unknown single task is code 3, a null
+    # result, HTTP 404, or (midjourney-proxy's fetch returns null) an empty
+    # or `null` body.
     default_range: float = 0.7  # [seed] image2Image similarity default
     upscale_factor: int = 2  # size 2 | 4 [public]; ×2 keeps more inputs under 4096
     # Typical durations, for the first poll.
@@ -150,10 +134,10 @@ class Endpoint(StrEnum):
 
 BATCH_LIMIT = 20  # [public] "同时查询最多20个任务"
 MAX_CONCURRENT_TASKS = 5  # [public] per account
+MAX_INPUT_BYTES = 5 * 1024 * 1024  # [seed] imgUrl "最大不能超过5M,否则会失败"
 RESULT_TTL_SECONDS = 10 * 24 * 3600  # [public] results kept 10 days
 RANGE_LIMITS = (0.1, 1.0)  # [seed] image2Image `range`
 UPSCALE_MAX_SIDE = 4096  # [public] long side of an upscale result
-QUEUED_CODE = 22  # [seed] accepted, waiting
 QUEUE_FULL_CODE = 23  # [seed] try later
 SENSITIVE_CODE = 24  # [seed] prompt has sensitive words
 SUCCESS_STATUS = "SUCCESS"
@@ -167,15 +151,38 @@ FAILURE_STATUS = "FAILURE"
 JOB_PREFIX = "aihuihua:"
 
 
-def make_job_id(task_id: str) -> str:
-    return f"{JOB_PREFIX}{task_id}"
+class JobKind(StrEnum):
+    """What the job id knows that the task object may not say."""
+
+    TASK = ""  # "aihuihua:<task id>" (also every id stored before kinds existed)
+    IMAGE2IMAGE = "i2i"  # "aihuihua:i2i:<task id>": a Flux 4-in-1 grid, with or without buttons
 
 
-def split_job_id(job_id: str) -> str:
-    """The vendor task id of one of our job ids; JobNotFound for anything else."""
-    if not job_id.startswith(JOB_PREFIX) or not job_id[len(JOB_PREFIX):].strip():
+@dataclass(frozen=True)
+class JobRef:
+    task_id: str
+    kind: JobKind = JobKind.TASK
+
+
+def make_job_id(task_id: str, kind: JobKind = JobKind.TASK) -> str:
+    return f"{JOB_PREFIX}{kind}:{task_id}" if kind else f"{JOB_PREFIX}{task_id}"
+
+
+def parse_job_id(job_id: str) -> JobRef:
+    """The task id and kind of one of our job ids; JobNotFound for anything
+    else. Task ids are numbers, so "i2i:" cannot begin an old-format one."""
+    rest = job_id.removeprefix(JOB_PREFIX) if job_id.startswith(JOB_PREFIX) else ""
+    kind = JobKind.TASK
+    for candidate in JobKind:
+        if candidate and rest.startswith(f"{candidate}:"):
+            kind, rest = candidate, rest[len(candidate) + 1:]
+    if not rest.strip():
         raise JobNotFound("not an aihuihua job id")
-    return job_id[len(JOB_PREFIX):]
+    return JobRef(rest, kind)
+
+
+def task_id_of(job_id: str) -> str:
+    return parse_job_id(job_id).task_id
 
 
 # --------------------------------------------------------------------------- #
@@ -189,6 +196,10 @@ class TaskRequest:
     body: dict[str, Any]
     eta_seconds: float
     alternate: Endpoint | None = None  # the other action endpoint (see ASSUMED)
+
+    @property
+    def kind(self) -> JobKind:
+        return JobKind.IMAGE2IMAGE if self.endpoint is Endpoint.FLUX_IMAGE2IMAGE else JobKind.TASK
 
 
 def wants_midjourney(params: GenerationParams, a: Assumptions = ASSUMED) -> bool:
@@ -238,25 +249,6 @@ def similarity(strength: float | None, a: Assumptions = ASSUMED) -> float:
     return round(min(high, max(low, 1.0 - strength)), 2)
 
 
-def image_dimensions(data: bytes | None) -> tuple[int, int] | None:
-    if not data:
-        return None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None
-
-
-def input_url(spec: JobSpec, index: int) -> str:
-    if len(spec.images) <= index:
-        raise BadRequest(f"{spec.capability} needs {index + 1} input image(s)")
-    url = spec.images[index].url
-    if not url:
-        raise BadRequest("aihuihua fetches input images by URL; PUBLIC_BASE_URL is not set")
-    return url
-
-
 def upscale_request(image_url: str, dims: tuple[int, int] | None, a: Assumptions) -> TaskRequest:
     factor = a.upscale_factor
     if dims and max(dims) * factor > UPSCALE_MAX_SIDE:
@@ -264,6 +256,10 @@ def upscale_request(image_url: str, dims: tuple[int, int] | None, a: Assumptions
             f"{dims[0]}x{dims[1]} ×{factor} exceeds the {UPSCALE_MAX_SIDE} px upscale limit"
         )
     return TaskRequest(Endpoint.UPSCALE, {"imgUrl": image_url, "size": factor}, a.tool_seconds)
+
+
+def _url(spec: JobSpec, index: int) -> str:
+    return input_url(spec, index, "aihuihua")
 
 
 # ---- actions on our own earlier results ---------------------------------------
@@ -287,11 +283,11 @@ def find_button(buttons: Iterable[Any], verbs: Sequence[str], number: int) -> st
     return None
 
 
-def source_task_id(source: SourceResult) -> str:
+def source_job(source: SourceResult) -> JobRef:
     if source.provider != "aihuihua":
         raise BadRequest(f"not an aihuihua result (from {source.provider})")
     try:
-        return split_job_id(source.job_id)
+        return parse_job_id(source.job_id)
     except JobNotFound:
         raise BadRequest("the source names no aihuihua task") from None
 
@@ -302,11 +298,13 @@ def action_request(
     """{taskId, customId} for U<n>/V<n> on an earlier aihuihua result; a
     single image is upscaled by URL (it has no U buttons)."""
     data = source.vendor_data
-    task_id = source_task_id(source)
+    job = source_job(source)
     buttons = data.get("buttons") or []
     grid = data.get("grid")
-    if grid is None:  # stored before "grid" was recorded: judge by the task itself
-        grid = is_grid_task(_text(data.get("action")), buttons, a)
+    if job.kind is JobKind.IMAGE2IMAGE:
+        grid = True
+    elif grid is None:  # stored before "grid" was recorded: judge by the task itself
+        grid = is_grid_task(text_of(data.get("action")), buttons, a)
     if not 0 <= source.index <= 3 or (not grid and source.index != 0):
         raise BadRequest(f"image {source.index + 1} is not in the source result")
     number = source.index + 1
@@ -323,7 +321,9 @@ def action_request(
         label = "U" if capability is Capability.UPSCALE else "V"
         raise BadRequest(f"the source result has no {label}{number} button")
     mj = data.get("mj")
-    if mj is None:
+    if job.kind is JobKind.IMAGE2IMAGE:
+        mj = False  # [seed] image2Image results go to /api/v2/image/action
+    elif mj is None:
         mj = is_mj_action(data.get("action"), a)
     primary, other = Endpoint.MJ_ACTION, Endpoint.IMAGE_ACTION
     if not mj:
@@ -331,7 +331,8 @@ def action_request(
     eta = a.mj_seconds if mj else a.flux_seconds
     if capability is Capability.UPSCALE:
         eta = a.tool_seconds
-    return TaskRequest(primary, {"taskId": task_id, "customId": custom_id}, eta, alternate=other)
+    body = {"taskId": job.task_id, "customId": custom_id}
+    return TaskRequest(primary, body, eta, alternate=other)
 
 
 def build_request(spec: JobSpec, a: Assumptions = ASSUMED) -> TaskRequest:
@@ -359,7 +360,7 @@ def _request_without_hook(spec: JobSpec, a: Assumptions) -> TaskRequest:
                 raise BadRequest("image2Image needs a prompt")  # [seed] prompt 必需
             body = {
                 "prompt": params.prompt.strip(),
-                "imgUrl": input_url(spec, 0),
+                "imgUrl": _url(spec, 0),
                 "range": similarity(params.strength, a),
             }
             return TaskRequest(Endpoint.FLUX_IMAGE2IMAGE, body, a.flux_seconds)
@@ -368,15 +369,15 @@ def _request_without_hook(spec: JobSpec, a: Assumptions) -> TaskRequest:
         case Capability.VARIATION:
             raise BadRequest("aihuihua makes variations of its own results only")
         case Capability.UPSCALE:
-            url = input_url(spec, 0)
-            return upscale_request(url, image_dimensions(spec.images[0].data), a)
+            image = input_image(spec, 0)  # measured by the engine
+            return upscale_request(_url(spec, 0), (image.width, image.height), a)
         case Capability.FACESWAP:
-            body = {"fromImgUrl": input_url(spec, 0), "toImgUrl": input_url(spec, 1)}
+            body = {"fromImgUrl": _url(spec, 0), "toImgUrl": _url(spec, 1)}
             return TaskRequest(Endpoint.FACE_SWAP, body, a.tool_seconds)
         case Capability.REMOVE_BG:
-            return TaskRequest(Endpoint.REMOVE_BG, {"imgUrl": input_url(spec, 0)}, a.tool_seconds)
+            return TaskRequest(Endpoint.REMOVE_BG, {"imgUrl": _url(spec, 0)}, a.tool_seconds)
         case Capability.DESCRIBE:
-            return TaskRequest(Endpoint.DESCRIBE, {"imgUrl": [input_url(spec, 0)]}, a.tool_seconds)
+            return TaskRequest(Endpoint.DESCRIBE, {"imgUrl": [_url(spec, 0)]}, a.tool_seconds)
     raise BadRequest(f"aihuihua cannot do {spec.capability}")
 
 
@@ -385,16 +386,11 @@ def _request_without_hook(spec: JobSpec, a: Assumptions) -> TaskRequest:
 # --------------------------------------------------------------------------- #
 
 
-def _mentions(text: str, words: Iterable[str]) -> bool:
-    lowered = text.lower()
-    return any(word.lower() in lowered for word in words)
-
-
-def body_code(body: Mapping[str, Any]) -> int:
-    try:
-        return int(str(body["code"]).strip())
-    except (KeyError, ValueError):
-        raise MalformedResponse("body has no numeric code") from None
+def body_code(body: Any) -> int:
+    code = code_of(body.get("code")) if isinstance(body, Mapping) else None
+    if code is None:
+        raise MalformedResponse("body has no numeric code")
+    return code
 
 
 def error_for_code(code: int, description: str, a: Assumptions = ASSUMED) -> ProviderError:
@@ -405,37 +401,17 @@ def error_for_code(code: int, description: str, a: Assumptions = ASSUMED) -> Pro
         return ContentRejected(detail)
     if code == a.not_found_code:
         return JobNotFound(detail)
-    if _mentions(description, a.quota_words):
+    if matches(description, a.quota_words):
         return QuotaExceeded(detail)
-    if _mentions(description, a.auth_words):
+    if matches(description, a.auth_words):
         return AuthError(detail)
-    if _mentions(description, a.rejection_words):
+    if matches(description, a.rejection_words):
         return ContentRejected(detail)
     if code == a.validation_code:
         return BadRequest(detail)
     if code == a.system_error_code:
         return Unavailable(detail)
     return ProviderError(detail)
-
-
-def error_for_http_status(
-    status: int, headers: Mapping[str, str], *, task_query: bool = False
-) -> ProviderError | None:
-    if status < 400:
-        return None
-    detail = f"HTTP {status}"
-    retry_after = parse_retry_after(headers.get("retry-after"))
-    if status in (401, 403):
-        return AuthError(detail)
-    if status == 402:
-        return QuotaExceeded(detail)
-    if status == 429:
-        return RateLimited(detail, retry_after=retry_after)
-    if status == 404 and task_query:
-        return JobNotFound(detail)
-    if status >= 500 or status in (404, 405):  # down, or a wrong base URL
-        return Unavailable(detail, retry_after=retry_after)
-    return BadRequest(detail)
 
 
 @dataclass(frozen=True)
@@ -448,10 +424,11 @@ class SubmitAnswer:
 def parse_submit_answer(body: Mapping[str, Any]) -> SubmitAnswer:
     """`{"code", "description", "result": task id}` [seed]; the id may be a
     number (midjourney-proxy sends one)."""
+    code = body_code(body)
     result = body.get("result")
     usable = isinstance(result, str | int) and not isinstance(result, bool)
     task_id = str(result).strip() if usable else ""
-    return SubmitAnswer(body_code(body), str(body.get("description") or ""), task_id)
+    return SubmitAnswer(code, text_of(body.get("description")), task_id)
 
 
 def accepted_task_id(answer: SubmitAnswer, a: Assumptions = ASSUMED) -> str:
@@ -463,50 +440,54 @@ def accepted_task_id(answer: SubmitAnswer, a: Assumptions = ASSUMED) -> str:
     return answer.task_id
 
 
-def query_task(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> Mapping[str, Any]:
-    """The task of a single query `{"code": 1, "result": task}`."""
+def submitted_task_id(
+    body: Mapping[str, Any], a: Assumptions = ASSUMED, *, may_fall_back: bool = False
+) -> str | None:
+    """The accepted task id; None when the other action endpoint should be
+    tried (``may_fall_back`` and a refusal in ``a.action_fallback_codes``)."""
+    answer = parse_submit_answer(body)
+    if may_fall_back and answer.code in a.action_fallback_codes:
+        return None
+    return accepted_task_id(answer, a)
+
+
+def enveloped(body: Any, a: Assumptions = ASSUMED) -> Any:
+    """The `result` of a `{"code": 1, "result": …}` envelope; any other body
+    is the bare answer itself (midjourney-proxy style)."""
+    if not isinstance(body, Mapping) or "code" not in body:
+        return body
     code = body_code(body)
     if code != 1:
-        raise error_for_code(code, str(body.get("description") or ""), a)
-    task = body.get("result")
+        raise error_for_code(code, text_of(body.get("description")), a)
+    return body.get("result")
+
+
+def query_task(body: Any, a: Assumptions = ASSUMED) -> Mapping[str, Any]:
+    """The task of a single query: the bare task, or `{"code": 1, "result": task}`."""
+    task = enveloped(body, a)
     if task is None:
         raise JobNotFound("result is null")
-    if not isinstance(task, Mapping):
-        raise MalformedResponse("result is not a task object")
-    return task
+    return checked_task(task)
 
 
-def query_tasks(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> list[Mapping[str, Any]]:
-    """The tasks of a batch query `{"code": 1, "result": [task, ...]}`."""
-    code = body_code(body)
-    if code != 1:
-        raise error_for_code(code, str(body.get("description") or ""), a)
-    tasks = body.get("result") or []
+def checked_task(task: Any) -> Mapping[str, Any]:
+    if isinstance(task, Mapping) and text_of(task.get("id")) and text_of(task.get("status")):
+        return task
+    raise MalformedResponse("not a task object with an id and a status")
+
+
+def query_tasks(body: Any, a: Assumptions = ASSUMED) -> list[Mapping[str, Any]]:
+    """The tasks of a batch query: the bare list, or `{"code": 1, "result": [task, ...]}`."""
+    tasks = enveloped(body, a)
+    if tasks is None:
+        return []
     if not isinstance(tasks, list):
         raise MalformedResponse("result is not a list")
     return [task for task in tasks if isinstance(task, Mapping)]
 
 
-def parse_progress(value: Any) -> float | None:
-    """"45%" (an estimate [public]) → 0.45."""
-    if value is None or value == "":
-        return None
-    text = str(value).strip()
-    try:
-        number = float(text.rstrip("%"))
-    except ValueError:
-        return None
-    if text.endswith("%") or number > 1:
-        number /= 100
-    return min(1.0, max(0.0, number))
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value).strip()
-
-
 def is_mj_action(action: Any, a: Assumptions = ASSUMED) -> bool:
-    return _text(action).upper() in a.mj_actions
+    return text_of(action).upper() in a.mj_actions
 
 
 def normalized_buttons(task: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -514,7 +495,7 @@ def normalized_buttons(task: Mapping[str, Any]) -> list[dict[str, str]]:
     if not isinstance(buttons, list):
         return []
     return [
-        {key: _text(button.get(key)) for key in ("customId", "label", "emoji")}
+        {key: text_of(button.get(key)) for key in ("customId", "label", "emoji")}
         for button in buttons
         if isinstance(button, Mapping) and button.get("customId")
     ]
@@ -543,43 +524,48 @@ def description_text(task: Mapping[str, Any], a: Assumptions = ASSUMED) -> str:
     return ""
 
 
-def task_vendor_data(task: Mapping[str, Any], a: Assumptions = ASSUMED) -> dict[str, Any]:
+def task_vendor_data(
+    task: Mapping[str, Any], kind: JobKind = JobKind.TASK, a: Assumptions = ASSUMED
+) -> dict[str, Any]:
     """What an action on this result needs later (SourceResult.vendor_data)."""
-    action = _text(task.get("action"))
+    action = text_of(task.get("action"))
     buttons = normalized_buttons(task)
+    image2image = kind is JobKind.IMAGE2IMAGE  # [seed] "每次返回4合1的图片"
     data: dict[str, Any] = {
-        "task_id": _text(task.get("id")),
+        "task_id": text_of(task.get("id")),
         "action": action,
-        "mj": is_mj_action(action, a),
-        "grid": is_grid_task(action, buttons, a),
+        "mj": not image2image and is_mj_action(action, a),
+        "grid": image2image or is_grid_task(action, buttons, a),
         "buttons": buttons,
     }
-    image_url = _text(task.get("imageUrl"))
+    image_url = text_of(task.get("imageUrl"))
     if image_url:
         data["image_url"] = image_url
     return data
 
 
 def failure_kind(reason: str, a: Assumptions = ASSUMED) -> str:
-    if _mentions(reason, a.rejection_words):
+    if matches(reason, a.rejection_words):
         return ContentRejected.kind
-    if _mentions(reason, a.quota_words):
+    if matches(reason, a.quota_words):
         return QuotaExceeded.kind
     return ProviderError.kind
 
 
-def parse_task(task: Mapping[str, Any], a: Assumptions = ASSUMED) -> JobState:
+def parse_task(
+    task: Mapping[str, Any], kind: JobKind = JobKind.TASK, a: Assumptions = ASSUMED
+) -> JobState:
     """A task object → JobState. NOT_START/SUBMITTED queued, IN_PROGRESS
     running with progress, SUCCESS done, FAILURE failed (see ASSUMED)."""
-    status = _text(task.get("status")).upper()
-    data = task_vendor_data(task, a)
+    status = text_of(task.get("status")).upper()
+    data = task_vendor_data(task, kind, a)
     progress = parse_progress(task.get("progress"))
     if status in a.queued_statuses:
         return JobState(status=JobStatus.QUEUED, progress=progress, vendor_data=data)
     if status == SUCCESS_STATUS:
         return _succeeded(task, data, a)
     if status == FAILURE_STATUS:
-        reason = _text(task.get("failReason")) or "task failed"
+        reason = text_of(task.get("failReason")) or "task failed"
         return JobState(
             status=JobStatus.FAILED, error_kind=failure_kind(reason, a), error_detail=reason,
             vendor_data=data,
@@ -621,22 +607,19 @@ def _succeeded(task: Mapping[str, Any], data: dict[str, Any], a: Assumptions) ->
     )
 
 
-def callback_task(payload: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The bare task object [assume], or the task inside a query-style envelope."""
-    inner = payload.get("result")
-    if "code" in payload and isinstance(inner, Mapping):
-        return inner
-    return payload
-
-
 def parse_callback_payload(
-    payload: Mapping[str, Any], a: Assumptions = ASSUMED
-) -> tuple[str, JobState]:
-    task = callback_task(payload)
-    task_id = _text(task.get("id"))
-    if not task_id or not _text(task.get("status")):
-        raise MalformedResponse("callback names no task or status")
-    return make_job_id(task_id), parse_task(task, a)
+    payload: Mapping[str, Any], job_id: str, a: Assumptions = ASSUMED
+) -> JobState:
+    """The state of ``job_id`` from a callback: the bare task [public], or the
+    task inside a query-style envelope. JobNotFound when it names another task."""
+    try:
+        task = checked_task(enveloped(payload, a))
+    except ProviderError as exc:
+        raise MalformedResponse(f"unreadable callback: {exc.vendor_message}") from None
+    job = parse_job_id(job_id)
+    if text_of(task.get("id")) != job.task_id:
+        raise JobNotFound("the callback names another task")
+    return parse_task(task, job.kind, a)
 
 
 def chunks(items: Sequence[str], size: int) -> list[list[str]]:
@@ -644,36 +627,11 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
 
 
 # --------------------------------------------------------------------------- #
-# Auth
-# --------------------------------------------------------------------------- #
-
-
-class BearerAuth(httpx.Auth):
-    """`Authorization: Bearer <key>` [seed]."""
-
-    def __init__(self, api_key: str) -> None:
-        if not api_key:
-            raise ValueError("aihuihua needs an API key")
-        self._key = api_key
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return (self._key,)
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = f"Bearer {self._key}"
-        yield request
-
-    def __repr__(self) -> str:  # never show the key
-        return "BearerAuth(***)"
-
-
-# --------------------------------------------------------------------------- #
 # The provider
 # --------------------------------------------------------------------------- #
 
 
-class Aihuihua(Provider):
+class Aihuihua(HttpProvider):
     id: ClassVar[str] = "aihuihua"
     title: ClassVar[str] = "AI绘画 aihuihua (Flux / Midjourney)"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
@@ -699,37 +657,36 @@ class Aihuihua(Provider):
             Capability.DESCRIBE,
         }
     )
+    credentials: ClassVar[Credentials] = Credentials.one("aihuihua_api_key")
+    base_url_setting: ClassVar[str] = "aihuihua_base_url"
     supports_callbacks: ClassVar[bool] = True
     callback_answer: ClassVar[dict[str, Any]] = {"code": 1}  # [assume]
     typical_seconds: ClassVar[float] = ASSUMED.flux_seconds
     max_images: ClassVar[int] = 1  # one image per task (a grid holds four)
     max_concurrent_jobs: ClassVar[int] = MAX_CONCURRENT_TASKS
     batch_poll_size: ClassVar[int] = BATCH_LIMIT
+    # [public] the queries are a fallback for a task without a callback for 5
+    # minutes, "不支持长时间、高频度的调用": with callbacks, ask only after 5
+    # minutes of silence; never more often than every 20 s per job.
+    poll_policy: ClassVar[PollPolicy] = PollPolicy(
+        callback_silence_seconds=300.0, min_interval_seconds=20.0
+    )
+    # [seed] an imgUrl over 5 MB fails the task: the engine shrinks inputs first.
+    max_input_bytes: ClassVar[int | None] = MAX_INPUT_BYTES
     image_input = "url"
+    assumed: Assumptions = ASSUMED  # per instance: tests may swap a guess
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        *,
-        api_key: str,
-        base_url: str,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        assumptions: Assumptions = ASSUMED,
-    ) -> None:
-        super().__init__(client, base_url)
-        self.auth = BearerAuth(api_key)
-        self.timeout = timeout
-        self.assumed = assumptions
+    def make_auth(self, secrets: Mapping[str, str]) -> httpx.Auth:
+        return HeaderAuth({"Authorization": f"Bearer {secrets['aihuihua_api_key']}"})  # [seed]
 
-    def __repr__(self) -> str:
-        return f"Aihuihua(base_url={self.base_url!r})"
-
-    @classmethod
-    def from_settings(cls, settings: Any, client: httpx.AsyncClient) -> Aihuihua | None:
-        key = secret_value(getattr(settings, "aihuihua_api_key", None))
-        if not key:
-            return None
-        return cls(client, api_key=key, base_url=settings.aihuihua_base_url)
+    def error_for_status(self, response: httpx.Response, endpoint: str) -> ProviderError | None:
+        """On the single task query, HTTP 404 and an empty (or `null`) 200
+        body are an unknown task (see ASSUMED)."""
+        if endpoint == Endpoint.TASK:
+            empty = response.status_code == 200 and response.content.strip() in (b"", b"null")
+            if response.status_code == 404 or empty:
+                return JobNotFound(f"HTTP {response.status_code}: no such task")
+        return super().error_for_status(response, endpoint)
 
     # ---- submit ----------------------------------------------------------
 
@@ -738,65 +695,71 @@ class Aihuihua(Provider):
 
     async def submit(self, spec: JobSpec) -> Submitted:
         request = self.request_for(spec)
-        endpoint = request.endpoint
-        answer = await self._call("POST", endpoint, request.body, parse_submit_answer)
-        if request.alternate and answer.code in self.assumed.action_fallback_codes:
-            log.info("aihuihua %s refused the task (code %s); trying %s",
-                     endpoint.value, answer.code, request.alternate.value)
-            endpoint = request.alternate
-            answer = await self._call("POST", endpoint, request.body, parse_submit_answer)
-        try:
-            task_id = accepted_task_id(answer, self.assumed)
-        except ProviderError as exc:
-            raise self._logged(endpoint.value, exc) from None
-        if answer.code == QUEUED_CODE:
-            log.info("aihuihua %s: task %s queued", endpoint.value, task_id)
-        return Submitted(job_id=make_job_id(task_id), eta_seconds=request.eta_seconds)
+        alternate = request.alternate
+        task_id = await self.call(
+            request.endpoint, payload=request.body, read=lambda body: submitted_task_id(
+                body, self.assumed, may_fall_back=alternate is not None),
+        )
+        if task_id is None and alternate is not None:  # refused: the family guess was wrong
+            log.info("aihuihua %s refused the task; trying %s", request.endpoint, alternate)
+            task_id = await self.call(
+                alternate, payload=request.body,
+                read=lambda body: accepted_task_id(parse_submit_answer(body), self.assumed),
+            )
+        if task_id is None:  # not reached: without may_fall_back the reader raises
+            raise MalformedResponse("no task id")
+        return Submitted(job_id=make_job_id(task_id, request.kind), eta_seconds=request.eta_seconds)
 
     # ---- poll / callbacks -----------------------------------------------
 
     async def poll(self, job_id: str) -> JobState:
-        task_id = split_job_id(job_id)
-        task = await self._call(
-            "GET", Endpoint.TASK, None, lambda body: query_task(body, self.assumed),
-            path=f"{Endpoint.TASK.value}{quote(task_id, safe='')}",
+        job = parse_job_id(job_id)
+        task = await self.call(
+            Endpoint.TASK, lambda body: query_task(body, self.assumed), method="GET",
+            path=f"{Endpoint.TASK.value}{quote(job.task_id, safe='')}",
         )
-        return parse_task(task, self.assumed)
+        return parse_task(task, job.kind, self.assumed)
 
     async def poll_many(self, job_ids: Sequence[str]) -> Mapping[str, JobState | ProviderError]:
         """One batch query per 20 tasks [public]; an id missing from the
         answer is JobNotFound, a failed batch fails each of its jobs."""
         results: dict[str, JobState | ProviderError] = {}
-        wanted: dict[str, str] = {}  # task id → job id
+        jobs: dict[str, JobRef] = {}
         for job_id in job_ids:
             try:
-                wanted[split_job_id(job_id)] = job_id
+                jobs[job_id] = parse_job_id(job_id)
             except JobNotFound as exc:
                 results[job_id] = exc
-        for chunk in chunks(list(wanted), BATCH_LIMIT):
+        task_ids = list(dict.fromkeys(job.task_id for job in jobs.values()))
+        for chunk in chunks(task_ids, BATCH_LIMIT):
+            failure: ProviderError | None = None
+            tasks: list[Mapping[str, Any]] = []
             try:
-                tasks = await self._call(
-                    "POST", Endpoint.TASK_LIST, {"ids": chunk},
-                    lambda body: query_tasks(body, self.assumed),
+                tasks = await self.call(
+                    Endpoint.TASK_LIST, lambda body: query_tasks(body, self.assumed),
+                    payload={"ids": chunk}, allow_list=True,
                 )
             except ProviderError as exc:
-                results.update({wanted[task_id]: exc for task_id in chunk})
-                continue
-            by_id = {_text(task.get("id")): task for task in tasks}
-            for task_id in chunk:
-                results[wanted[task_id]] = self._state_or_error(by_id.get(task_id))
+                failure = exc  # the whole batch failed: so did each of its jobs
+            by_id = {text_of(task.get("id")): task for task in tasks}
+            for job_id, job in jobs.items():
+                if job.task_id in chunk:
+                    task = by_id.get(job.task_id)
+                    results[job_id] = failure or self._state_or_error(task, job)
         return results
 
-    def _state_or_error(self, task: Mapping[str, Any] | None) -> JobState | ProviderError:
+    def _state_or_error(
+        self, task: Mapping[str, Any] | None, job: JobRef
+    ) -> JobState | ProviderError:
         if task is None:
             return JobNotFound("not in the batch answer")
         try:
-            return parse_task(task, self.assumed)
+            return parse_task(checked_task(task), job.kind, self.assumed)
         except ProviderError as exc:
             return exc
 
-    def parse_callback(self, payload: Mapping[str, Any]) -> tuple[str, JobState]:
-        return parse_callback_payload(payload, self.assumed)
+    def parse_callback(self, payload: Mapping[str, Any], job_id: str) -> JobState:
+        return parse_callback_payload(payload, job_id, self.assumed)
 
     async def probe(self) -> str:
         """A query for a task that does not exist: checks the key, costs nothing."""
@@ -807,47 +770,3 @@ class Aihuihua(Provider):
         except ProviderError as exc:
             return exc.kind
         return "ok"
-
-    # ---- HTTP boundary ---------------------------------------------------
-
-    async def _call(
-        self,
-        method: str,
-        endpoint: Endpoint,
-        payload: Mapping[str, Any] | None,
-        read: Callable[[dict[str, Any]], T],
-        *,
-        path: str | None = None,
-    ) -> T:
-        """One vendor call; ``read`` turns the JSON body into a value. Every
-        failure leaves as a ProviderError naming the endpoint, never the URL
-        or the key, and is logged with the vendor's words."""
-        headers = {"Accept": "application/json"}
-        content = None
-        if payload is not None:
-            content = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-            headers["Content-Type"] = "application/json"
-        try:
-            with map_transport_errors():
-                response = await self.client.request(
-                    method,
-                    f"{self.base_url}{path or endpoint.value}",
-                    content=content,
-                    headers=headers,
-                    auth=self.auth,
-                    timeout=self.timeout,
-                )
-            error = error_for_http_status(
-                response.status_code, response.headers, task_query=endpoint is Endpoint.TASK
-            )
-            if error is not None:
-                raise error
-            return read(json_body(response))
-        except ProviderError as exc:
-            raise self._logged(endpoint.value, exc) from None
-
-    def _logged(self, endpoint: str, exc: ProviderError) -> ProviderError:
-        message = redact(exc.vendor_message, self.auth.secrets)
-        level = logging.WARNING if exc.transient or exc.disables_vendor else logging.INFO
-        log.log(level, "aihuihua %s: %s (%s)", endpoint, message, exc.kind)
-        return type(exc)(message, retry_after=exc.retry_after)

@@ -7,8 +7,7 @@ Layout, top to bottom:
   ASSUMED            every guess about the vendor, in one place (VENDORS.md [assume])
   job ids            "uid:<vendor uid>"
   pure transforms    params → request body, response / callback → JobState / exception
-  ApispaceAuth       the httpx.Auth: X-APISpace-Token + Authorization-Type
-  Apispace           the Provider: HTTP calls only, errors mapped at the boundary
+  Apispace           the HttpProvider: credentials, auth headers, hooks
 
 The vendor is asynchronous: submit returns a uid; the result is polled
 (query-image) or POSTed to our notify_url.
@@ -16,47 +15,25 @@ The vendor is asynchronous: submit returns a uid; the result is polled
 
 from __future__ import annotations
 
-import functools
-
-import json
 import logging
 import math
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import httpx
 
-from providers.base import DEFAULT_TIMEOUT, Provider
-from providers.errors import (
-    AuthError,
-    BadRequest,
-    ContentRejected,
-    JobNotFound,
-    MalformedResponse,
-    ProviderError,
-    QuotaExceeded,
-    RateLimited,
-    Unavailable,
-    VendorTimeout,
-    json_body,
-    map_transport_errors,
-)
-from providers.types import (
-    Capability,
-    GenerationParams,
-    JobSpec,
-    JobState,
-    JobStatus,
-    ResultImage,
-    Submitted,
-)
 from providers import code_envelope as envelope
-from providers.secrets import redact, secret_value
+from providers.common import distinct_urls, input_url, plain_number, text_of, whole_number
+from providers.credentials import Credentials
+from providers.errors import BadRequest, ContentRejected, JobNotFound, MalformedResponse
+from providers.errors import ProviderError
+from providers.http import HeaderAuth, HttpProvider
+from providers.types import Capability, GenerationParams, JobSpec, JobState, JobStatus, ResultImage
+from providers.types import Submitted
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- #
@@ -112,6 +89,9 @@ class Assumptions:
         "余额", "次数不足", "次数已用完", "额度", "欠费", "充值", "套餐",
         "quota", "balance", "insufficient",
     )
+    # Credit is bought in call packages [seed]: no daily quota to wait for.
+    daily_limit_keywords: tuple[str, ...] = ()
+    daily_reset_utc_offset_hours: float | None = None
     rate_limited_keywords: tuple[str, ...] = (
         "频率", "频繁", "限流", "qps", "too many requests", "rate limit",
     )
@@ -170,18 +150,8 @@ CAPABILITY_ENDPOINTS: dict[Capability, Endpoint] = {
 # task, and a callback names only the uid, so the id carries nothing else.
 # --------------------------------------------------------------------------- #
 
-JOB_PREFIX = "uid"
-
-
-def make_job_id(uid: str) -> str:
-    return f"{JOB_PREFIX}:{uid}"
-
-
-def split_job_id(job_id: str) -> str:
-    prefix, sep, uid = job_id.partition(":")
-    if prefix != JOB_PREFIX or not sep or not uid.strip():
-        raise JobNotFound("not an apispace job id")
-    return uid
+JOB_IDS = envelope.JobIds("uid", "apispace")
+make_job_id, split_job_id = JOB_IDS.make, JOB_IDS.split
 
 
 # --------------------------------------------------------------------------- #
@@ -257,7 +227,7 @@ def build_txt2img_body(
         "text": params.prompt,
         "w": width,
         "h": height,
-        "guidance_scale": envelope.plain_number(params.cfg if params.cfg is not None else a.default_guidance),
+        "guidance_scale": plain_number(a.default_guidance if params.cfg is None else params.cfg),
         "negative_prompt": params.negative_prompt,
         "sampler": a.default_sampler,
         "seed": -1 if params.seed is None else params.seed,
@@ -285,6 +255,8 @@ def build_anime_body(
 ) -> dict[str, Any]:
     return _envelope(Endpoint.IMG2ACG, {
         "url": image_url,
+        # [public] the vendor's own img2acg page names the input image_url.
+        "image_url": image_url,
         "style": anime_style(params, a),
         "fidelity": fidelity(params.strength, a.default_fidelity),
     }, notify_url, a)
@@ -307,44 +279,11 @@ def query_body(uid: str) -> dict[str, str]:
 # --------------------------------------------------------------------------- #
 
 
-def classify(
-    code: int | None, message: str, a: Assumptions = ASSUMED, *, retry_after: float | None = None
-) -> ProviderError:
-    """A vendor code (body or HTTP) and message → the common error kind."""
-    detail = f"code {code}: {message}" if message else f"code {code}"
-    if code in a.quota_codes or envelope.matches(message, a.quota_keywords):
-        return QuotaExceeded(detail)
-    if code in a.rate_limited_codes or envelope.matches(message, a.rate_limited_keywords):
-        return RateLimited(detail, retry_after=retry_after or a.rate_limit_retry_after)
-    if code in a.auth_codes or envelope.matches(message, a.auth_keywords):
-        return AuthError(detail)
-    if envelope.matches(message, a.rejection_keywords):
-        return ContentRejected(detail)
-    if (code is not None and code >= 500) or envelope.matches(message, a.unavailable_keywords):
-        return Unavailable(detail, retry_after=retry_after)
-    return BadRequest(detail)
-
-
-def error_for_body(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> ProviderError | None:
-    """The error an HTTP-200 body carries, or None."""
-    return envelope.error_for_body(body, a.ok_code, functools.partial(classify, a=a))
-
-
-def checked_data(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> dict[str, Any]:
-    return envelope.checked_data(body, a.ok_code, functools.partial(classify, a=a))
-
-
 def parse_submit(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> str:
-    uid = checked_data(body, a).get("uid")
+    uid = envelope.checked_data(body, a).get("uid")
     if not isinstance(uid, str) or not uid.strip():
         raise MalformedResponse("submit answer has no uid")
     return uid.strip()
-
-
-def error_for_http(
-    status: int, headers: Mapping[str, str], body: Mapping[str, Any] | None, a: Assumptions = ASSUMED
-) -> ProviderError | None:
-    return envelope.error_for_http(status, headers, body, a.ok_code, functools.partial(classify, a=a))
 
 
 def _truthy(value: Any) -> bool | None:
@@ -361,24 +300,8 @@ def _truthy(value: Any) -> bool | None:
 def result_urls(data: Mapping[str, Any]) -> list[str]:
     """img_urls when present, else cdn, else cos (the same image, slower host)."""
     listed = data.get("img_urls")
-    urls = _distinct_urls(listed if isinstance(listed, list) else [])
-    return urls or _distinct_urls([data.get("cdn") or data.get("cos")])
-
-
-def _distinct_urls(values: Sequence[Any]) -> list[str]:
-    urls: list[str] = []
-    for value in values:
-        if isinstance(value, str) and value.strip() and value.strip() not in urls:
-            urls.append(value.strip())
-    return urls
-
-
-def failure_kind(reason: str, a: Assumptions = ASSUMED) -> str:
-    if envelope.matches(reason, a.rejection_keywords):
-        return ContentRejected.kind
-    if envelope.matches(reason, a.timeout_keywords):
-        return VendorTimeout.kind
-    return ProviderError.kind
+    urls = distinct_urls(listed if isinstance(listed, list) else [])
+    return urls or distinct_urls([data.get("cdn") or data.get("cos")])
 
 
 def finished_state(data: Mapping[str, Any], a: Assumptions = ASSUMED) -> JobState:
@@ -406,20 +329,29 @@ def finished_state(data: Mapping[str, Any], a: Assumptions = ASSUMED) -> JobStat
 
 def parse_query_data(data: Mapping[str, Any], a: Assumptions = ASSUMED) -> JobState:
     """query-image `data` → JobState; not_found → JobNotFound."""
-    status = str(data.get("status") or "").strip().lower()
-    reason = str(data.get("reason") or "")
+    status = text_of(data.get("status")).lower()
+    reason = text_of(data.get("reason"))
     if status == "not_found":
         raise JobNotFound("status not_found")
     if status == "pending":
-        return JobState(status=JobStatus.QUEUED, queue_position=envelope.whole_number(data.get("pending")))
+        return JobState(status=JobStatus.QUEUED, queue_position=whole_number(data.get("pending")))
     if status == "finished":
         return finished_state(data, a)
     if status in a.failed_statuses:
-        return JobState(status=JobStatus.FAILED, error_kind=failure_kind(reason, a),
+        return JobState(status=JobStatus.FAILED, error_kind=envelope.failure_kind(reason, a),
                         error_detail=reason or status)
     if status != "working":
         log.warning("apispace: unknown job status %r, treated as running", status)
     return JobState(status=JobStatus.RUNNING)
+
+
+def parse_query(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> JobState:
+    """A query-image answer → JobState. The queue position `pending` stands
+    beside `status` in `data`, or at the top level beside `code` [public]."""
+    data = envelope.checked_data(body, a)
+    if whole_number(data.get("pending")) is None and "pending" in body:
+        data = {**data, "pending": body["pending"]}
+    return parse_query_data(data, a)
 
 
 def parse_callback_payload(
@@ -439,34 +371,8 @@ def parse_callback_payload(
         return make_job_id(uid.strip()), finished_state(data, a)
     reason = str(data.get("reason") or "failed")
     return make_job_id(uid.strip()), JobState(
-        status=JobStatus.FAILED, error_kind=failure_kind(reason, a), error_detail=reason
+        status=JobStatus.FAILED, error_kind=envelope.failure_kind(reason, a), error_detail=reason
     )
-
-
-# --------------------------------------------------------------------------- #
-# Auth
-# --------------------------------------------------------------------------- #
-
-
-class ApispaceAuth(httpx.Auth):
-    """X-APISpace-Token and Authorization-Type: apikey [seed]."""
-
-    def __init__(self, token: str) -> None:
-        if not token:
-            raise ValueError("apispace needs a token")
-        self._token = token
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        return (self._token,)
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["X-APISpace-Token"] = self._token
-        request.headers["Authorization-Type"] = "apikey"
-        yield request
-
-    def __repr__(self) -> str:  # never show the token
-        return "ApispaceAuth(token)"
 
 
 # --------------------------------------------------------------------------- #
@@ -474,7 +380,7 @@ class ApispaceAuth(httpx.Auth):
 # --------------------------------------------------------------------------- #
 
 
-class Apispace(Provider):
+class Apispace(HttpProvider):
     id: ClassVar[str] = "apispace"
     title: ClassVar[str] = "APISpace AI painting"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(CAPABILITY_ENDPOINTS)
@@ -486,33 +392,24 @@ class Apispace(Provider):
     typical_seconds: ClassVar[float] = ASSUMED.typical_seconds
     max_images: ClassVar[int] = 1  # [seed] one image per call
     image_input = "url"
+    credentials = Credentials.one("apispace_token")
+    base_url_setting = "apispace_base_url"
+    assumed: Assumptions = ASSUMED
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        *,
-        auth: ApispaceAuth,
-        base_url: str,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        assumptions: Assumptions = ASSUMED,
-    ) -> None:
-        super().__init__(client, base_url)
-        self.auth = auth
-        self.timeout = timeout
-        self.assumed = assumptions
+    def make_auth(self, secrets: Mapping[str, str]) -> httpx.Auth:
+        # [seed] the token and its type, both as headers.
+        return HeaderAuth({"X-APISpace-Token": secrets["apispace_token"],
+                           "Authorization-Type": "apikey"})
 
-    @classmethod
-    def from_settings(cls, settings: Any, client: httpx.AsyncClient) -> Apispace | None:
-        token = secret_value(getattr(settings, "apispace_token", None))
-        if token is None:
-            return None
-        return cls(client, auth=ApispaceAuth(token), base_url=settings.apispace_base_url)
+    def error_for_status(self, response: httpx.Response, endpoint: str) -> ProviderError | None:
+        return envelope.error_for_status(response, self.assumed)
 
     # ---- submit ----------------------------------------------------------
 
     async def submit(self, spec: JobSpec) -> Submitted:
         endpoint, body = self.request_for(spec)
-        uid = await self._call(endpoint, body, lambda answer: parse_submit(answer, self.assumed))
+        uid = await self.call(endpoint, lambda answer: parse_submit(answer, self.assumed),
+                              payload=body)
         eta = (self.assumed.typical_upscale_seconds if endpoint is Endpoint.UPSCALE
                else self.assumed.typical_seconds)
         return Submitted(job_id=make_job_id(uid), eta_seconds=eta)
@@ -525,71 +422,34 @@ class Apispace(Provider):
             case Capability.TXT2IMG:
                 return Endpoint.TXT2IMG, build_txt2img_body(params, notify, a)
             case Capability.IMG2IMG:
-                return Endpoint.IMG2IMG, build_img2img_body(params, _input_url(spec), notify, a)
+                return Endpoint.IMG2IMG, build_img2img_body(params, source_url(spec), notify, a)
             case Capability.ANIME:
-                return Endpoint.IMG2ACG, build_anime_body(params, _input_url(spec), notify, a)
+                return Endpoint.IMG2ACG, build_anime_body(params, source_url(spec), notify, a)
             case Capability.UPSCALE:
-                return Endpoint.UPSCALE, build_upscale_body(_input_url(spec), notify, a)
+                return Endpoint.UPSCALE, build_upscale_body(source_url(spec), notify, a)
         raise BadRequest(f"apispace cannot do {spec.capability}")
 
     # ---- poll / callbacks -----------------------------------------------
 
     async def poll(self, job_id: str) -> JobState:
         uid = split_job_id(job_id)
-        return await self._call(
-            Endpoint.QUERY,
-            query_body(uid),
-            lambda body: parse_query_data(checked_data(body, self.assumed), self.assumed),
-        )
+        return await self.call(Endpoint.QUERY, lambda body: parse_query(body, self.assumed),
+                               payload=query_body(uid))
 
-    def parse_callback(self, payload: Mapping[str, Any]) -> tuple[str, JobState]:
-        return parse_callback_payload(payload, self.assumed)
-
-    # ---- HTTP boundary ---------------------------------------------------
-
-    async def _call(
-        self,
-        endpoint: Endpoint,
-        payload: Mapping[str, Any],
-        read: Callable[[dict[str, Any]], T],
-    ) -> T:
-        """POST one endpoint and ``read`` the JSON body. Every failure leaves
-        as a ProviderError naming the endpoint, never the URL or the token,
-        and is logged with the vendor's words."""
-        content = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        try:
-            with map_transport_errors():
-                response = await self.client.post(
-                    f"{self.base_url}{endpoint.value}",
-                    content=content,
-                    headers={"Content-Type": "application/json", "Accept": "application/json"},
-                    auth=self.auth,
-                    timeout=self.timeout,
-                )
-            if response.status_code >= 400:
-                raise _http_error(response, self.assumed)
-            return read(json_body(response))
-        except ProviderError as exc:
-            raise self._logged(endpoint, exc) from None
-
-    def _logged(self, endpoint: Endpoint, exc: ProviderError) -> ProviderError:
-        message = redact(exc.vendor_message, self.auth.secrets)
-        level = logging.WARNING if exc.transient or exc.disables_vendor else logging.INFO
-        log.log(level, "apispace %s: %s (%s)", endpoint.value, message, exc.kind)
-        return type(exc)(message, retry_after=exc.retry_after)
+    def parse_callback(self, payload: Mapping[str, Any], job_id: str) -> JobState:
+        named, state = parse_callback_payload(payload, self.assumed)
+        if named != job_id:
+            raise JobNotFound("the callback names another job")
+        return state
 
 
-def _input_url(spec: JobSpec) -> str:
+def source_url(spec: JobSpec) -> str:
     """The input image's URL: our /media link; for an action on one of this
     vendor's own results, its result URL will do when we have no link."""
-    if spec.images and spec.images[0].url:
-        return spec.images[0].url
     own = _own_result_url(spec)
-    if own:
+    if own and not (spec.images and spec.images[0].url):
         return own
-    if spec.images:
-        raise BadRequest("apispace fetches input images by URL; PUBLIC_BASE_URL is not set")
-    raise BadRequest(f"{spec.capability} needs an input image")
+    return input_url(spec, 0, Apispace.id)
 
 
 def _own_result_url(spec: JobSpec) -> str | None:
@@ -602,7 +462,3 @@ def _own_result_url(spec: JobSpec) -> str | None:
         return None
     index = spec.source.index if 0 <= spec.source.index < len(urls) else 0
     return str(urls[index]) or None
-
-
-def _http_error(response: httpx.Response, a: Assumptions) -> ProviderError:
-    return envelope.http_error(response, a.ok_code, functools.partial(classify, a=a))

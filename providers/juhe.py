@@ -6,57 +6,35 @@ Layout, top to bottom:
   ASSUMED            every guess about the vendor, in one place
   seed facts         endpoints, limits, the error-code table
   pure transforms    params / images → form fields; response body → images / exception
-  Juhe               the Provider: one HTTP boundary (``_call``), errors mapped there
+  Juhe               the HttpProvider: hooks only (the skeleton owns the call)
 
 Requests are ``application/x-www-form-urlencoded`` with the key in the form
-(``key=…``) [seed]; errors come back with HTTP 200 and a non-zero
-``error_code`` [seed].
+(``key=…``) [seed], so there is no auth header; errors come back with HTTP
+200 and a non-zero ``error_code`` [seed]; other HTTP statuses get the
+skeleton's default meaning.
 """
 
 from __future__ import annotations
 
 import base64
-import io
-import logging
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import httpx
-from PIL import Image, UnidentifiedImageError
 
-from providers.base import Provider
-from providers.errors import (
-    AuthError,
-    BadRequest,
-    ContentRejected,
-    JobNotFound,
-    MalformedResponse,
-    ProviderError,
-    QuotaExceeded,
-    RateLimited,
-    Unavailable,
-    json_body,
-    map_transport_errors,
-    parse_retry_after,
-)
-from providers.types import (
-    Capability,
-    GenerationParams,
-    InputImage,
-    JobSpec,
-    JobState,
-    JobStatus,
-    ResultImage,
-    Submitted,
-)
-from providers.secrets import redact, secret_value
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
+from providers.common import code_of, distinct_urls, text_of
+from providers.credentials import Credentials
+from providers.errors import (AuthError, BadRequest, ContentRejected, JobNotFound,
+                             MalformedResponse, ProviderError, QuotaExceeded, RateLimited,
+                             Unavailable)
+from providers.http import HttpProvider
+from providers.images import ShrinkError, shrink_to
+from providers.types import (Capability, GenerationParams, InputImage, JobSpec, JobState,
+                            JobStatus, ResultImage, Submitted)
 
 
 # --------------------------------------------------------------------------- #
@@ -72,13 +50,11 @@ class Assumptions:
     # 10 MB; we stay well under it: a data URI longer than this is shrunk
     # (re-encoded as JPEG, downscaled step by step) before sending.
     max_data_uri_chars: int = 4_000_000
-    # (long side, JPEG quality) tried in order until the data URI fits.
+    # (long side, JPEG quality) tried in order until the data URI fits; never
+    # above 2048, the largest output side [seed]: a larger input gains nothing.
     shrink_steps: tuple[tuple[int, int], ...] = ((2048, 90), (2048, 80), (1536, 80), (1024, 75))
     # edit: --ar (without --size) asks for this long side, fitted into 512..2048.
     edit_long_side: int = 1024
-    # txt2img documents a `model` field but no default: we send it empty, as
-    # the seed's edit examples do ("model": ""), meaning the vendor default.
-    txt2img_default_model: str = ""
     # txt2img [public] names 282401/282403/282404; by analogy with edit's
     # 282502 (size) we read 282402 as "bad size".
     txt2img_bad_size_code: int = 282402
@@ -105,29 +81,26 @@ ASSUMED = Assumptions()
 # Seed facts
 # --------------------------------------------------------------------------- #
 
+# "建议超时时长设置在60s" [seed]: the answer carries the finished image.
+SYNC_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+MAX_TEXT_CHARS = 800  # [seed] every character (汉字 or letter) counts one
+MAX_EDIT_IMAGES = 3  # image1..image3 [seed]
+EDIT_SIDE_RANGE = (512, 2048)  # [seed] size "W*H", each side in [512, 2048]
+# edit: "模型,默认:auto" [seed]; txt2img clients send "auto" too [public]
+# (an empty model is not the documented default).
+DEFAULT_MODEL = "auto"
+RESULT_TTL_SECONDS = 24 * 3600  # [seed] result links are valid for 24 h
+
 
 class Endpoint(StrEnum):
     EDIT = "/image_edit/edit"  # [seed]
     TXT2IMG = "/text2image/generate"  # [public]
 
 
-# "建议超时时长设置在60s" [seed]: the answer carries the finished image.
-SYNC_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
-MAX_TEXT_CHARS = 800  # [seed] every character (汉字 or letter) counts one
-MAX_EDIT_IMAGES = 3  # image1..image3 [seed]
-EDIT_SIDE_RANGE = (512, 2048)  # [seed] size "W*H", each side in [512, 2048]
-DEFAULT_EDIT_MODEL = "auto"  # [seed] "模型,默认:auto"
-RESULT_TTL_SECONDS = 24 * 3600  # [seed] result links are valid for 24 h
-
-# Image formats the edit endpoint accepts, with the MIME type the data URI
-# must name [seed]; keys are Pillow's format names.
-DATA_URI_MIMES: dict[str, str] = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-    "WEBP": "image/webp",
-}
+# The MIME types a data URI may name, each only for bytes of that format
+# [seed]. InputImage.mime is the engine's reading of the bytes (Pillow), so
+# it is trusted; any other type is re-encoded as JPEG.
+DATA_URI_MIMES = frozenset({"image/jpeg", "image/png", "image/bmp", "image/tiff", "image/webp"})
 
 # txt2img size codes [public]: 1 = 1:1, 2 = 16:9, 3 = 4:3, 4 = 3:4, 5 = 9:16.
 TXT2IMG_SIZES: dict[int, tuple[int, int]] = {
@@ -197,7 +170,8 @@ def make_job_id(orderid: str) -> str:
 
 def check_text(text: str, field: str = "text") -> str:
     """The vendor silently truncates past 800 characters; we refuse instead,
-    so an instruction is never cut in half unnoticed."""
+    so an instruction is never cut in half unnoticed (routing already skips
+    juhe for longer prompts: max_prompt_chars; this is the last guard)."""
     if not text.strip():
         raise BadRequest(f"{field} is empty")
     if len(text) > MAX_TEXT_CHARS:
@@ -223,60 +197,28 @@ def normalize_image_refs(text: str, image_count: int) -> str:
     return _IMAGE_REF.sub(replace, text)
 
 
-def image_format(data: bytes) -> str | None:
-    """Pillow's name for the image format, or None when it is not an image."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.format
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        return None
-
-
 def data_uri(data: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
+def data_uri_budget(max_chars: int, mime: str = "image/jpeg") -> int:
+    """The most bytes whose data URI fits in ``max_chars``: base64 spends
+    4 characters on every 3 bytes, after the ``data:<mime>;base64,`` header."""
+    return max(0, (max_chars - len(f"data:{mime};base64,")) // 4 * 3)
+
+
 def image_data_uri(image: InputImage, number: int, a: Assumptions = ASSUMED) -> str:
-    """``data:<mime>;base64,…`` for input image ``number`` (1-based). The MIME
-    type comes from the bytes, not from InputImage.mime, since the vendor
-    requires them to agree [seed]. Formats it does not take, and images over
-    the size limit, are re-encoded as JPEG (see ASSUMED)."""
-    fmt = image_format(image.data)
-    if fmt is None:
-        raise BadRequest(f"image{number} is not a readable image")
-    if fmt in DATA_URI_MIMES:
-        uri = data_uri(image.data, DATA_URI_MIMES[fmt])
-        if len(uri) <= a.max_data_uri_chars:
-            return uri
-    return shrunk_data_uri(image.data, number, a)
-
-
-def shrunk_data_uri(data: bytes, number: int, a: Assumptions = ASSUMED) -> str:
+    """``data:<mime>;base64,…`` for input image ``number`` (1-based). Formats
+    the vendor does not take, and images over the size limit, are re-encoded
+    as JPEG (see ASSUMED)."""
+    fits = len(image.data) <= data_uri_budget(a.max_data_uri_chars, image.mime)
+    if image.mime in DATA_URI_MIMES and fits:
+        return data_uri(image.data, image.mime)
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            rgb = flatten(img)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        raise BadRequest(f"image{number} cannot be converted") from None
-    for long_side, quality in a.shrink_steps:
-        resized = rgb.copy()
-        resized.thumbnail((long_side, long_side), Image.Resampling.LANCZOS)
-        buffer = io.BytesIO()
-        resized.save(buffer, format="JPEG", quality=quality, optimize=True)
-        uri = data_uri(buffer.getvalue(), "image/jpeg")
-        if len(uri) <= a.max_data_uri_chars:
-            return uri
-    raise BadRequest(f"image{number} is too large even after shrinking")
-
-
-def flatten(img: Image.Image) -> Image.Image:
-    """RGB for JPEG: transparency becomes white, palettes are expanded."""
-    img.seek(0)  # first frame of an animation
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return img.convert("RGB")
+        jpeg = shrink_to(image.data, data_uri_budget(a.max_data_uri_chars), a.shrink_steps)
+    except ShrinkError as exc:
+        raise BadRequest(f"image{number}: {exc}") from None
+    return data_uri(jpeg, "image/jpeg")
 
 
 def fit_edit_size(width: int, height: int) -> tuple[int, int]:
@@ -341,31 +283,22 @@ def build_edit_form(
         "image2": uris[1],
         "image3": uris[2],
         "size": edit_size(params, a),
-        "model": params.model or DEFAULT_EDIT_MODEL,
+        "model": params.model or DEFAULT_MODEL,
     }
 
 
-def build_txt2img_form(
-    key: str, params: GenerationParams, a: Assumptions = ASSUMED
-) -> dict[str, str]:
+def build_txt2img_form(key: str, params: GenerationParams) -> dict[str, str]:
     return {
         "key": key,
         "prompt": check_text(params.prompt, "prompt"),
         "size": str(txt2img_size_code(params)),
-        "model": params.model or a.txt2img_default_model,
+        "model": params.model or DEFAULT_MODEL,
     }
 
 
 # --------------------------------------------------------------------------- #
 # Pure transforms: responses and errors
 # --------------------------------------------------------------------------- #
-
-
-def body_code(body: Mapping[str, Any]) -> int:
-    try:
-        return int(str(body["error_code"]).strip())
-    except (KeyError, ValueError):
-        raise MalformedResponse("body has no numeric error_code") from None
 
 
 def error_for_code(code: int, reason: str, a: Assumptions = ASSUMED) -> ProviderError:
@@ -379,27 +312,13 @@ def error_for_code(code: int, reason: str, a: Assumptions = ASSUMED) -> Provider
 
 
 def error_for_body(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> ProviderError | None:
-    code = body_code(body)
+    """The error a body carries (with HTTP 200), None for success."""
+    code = code_of(body.get("error_code"))
+    if code is None:
+        raise MalformedResponse("body has no numeric error_code")
     if code == OK_CODE:
         return None
-    return error_for_code(code, str(body.get("reason") or ""), a)
-
-
-def error_for_http_status(response: httpx.Response) -> ProviderError | None:
-    """A non-2xx answer (juhe itself answers errors with 200)."""
-    status = response.status_code
-    if status < 400:
-        return None
-    detail = f"HTTP {status}"
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
-    if status in (401, 403):
-        return AuthError(detail)
-    if status == 429:
-        return RateLimited(detail, retry_after=retry_after)
-    if status >= 500 or status in (404, 405):
-        # 404/405: a wrong base URL, not an unknown job (there are no job queries).
-        return Unavailable(detail, retry_after=retry_after)
-    return BadRequest(detail)
+    return error_for_code(code, text_of(body.get("reason")), a)
 
 
 @dataclass(frozen=True)
@@ -410,30 +329,18 @@ class Result:
 
 def parse_result(body: Mapping[str, Any], a: Assumptions = ASSUMED) -> Result:
     """The finished images of a successful answer; an error code raises."""
-    error = error_for_body(body, a)
-    if error is not None:
+    if (error := error_for_body(body, a)) is not None:
         raise error
     result = body.get("result")
     if not isinstance(result, Mapping):
         raise MalformedResponse("success without a result object")
-    urls = [url for url in _image_urls(result) if url]
+    items = result.get("images")
+    edited = [item.get("image") if isinstance(item, Mapping) else item
+              for item in (items if isinstance(items, list) else [])]
+    urls = distinct_urls([*edited, result.get("image")])
     if not urls:
         raise MalformedResponse("success without an image")
-    return Result(orderid=str(result.get("orderid") or "").strip(), urls=urls)
-
-
-def _image_urls(result: Mapping[str, Any]) -> list[str]:
-    urls: list[str] = []
-    items = result.get("images")
-    if isinstance(items, list):
-        for item in items:
-            value = item.get("image") if isinstance(item, Mapping) else item
-            if isinstance(value, str):
-                urls.append(value.strip())
-    single = result.get("image")
-    if isinstance(single, str):
-        urls.append(single.strip())
-    return urls
+    return Result(orderid=text_of(result.get("orderid")), urls=urls)
 
 
 def finished_state(result: Result) -> JobState:
@@ -450,7 +357,7 @@ def finished_state(result: Result) -> JobState:
 # --------------------------------------------------------------------------- #
 
 
-class Juhe(Provider):
+class Juhe(HttpProvider):
     id: ClassVar[str] = "juhe"
     title: ClassVar[str] = "Juhe (AI image edit)"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
@@ -462,56 +369,31 @@ class Juhe(Provider):
     typical_seconds: ClassVar[float] = ASSUMED.typical_seconds
     max_images: ClassVar[int] = 1
     max_concurrent_jobs: ClassVar[int] = ASSUMED.max_concurrent_jobs
+    max_prompt_chars: ClassVar[int | None] = MAX_TEXT_CHARS
     image_input = "data_uri"
-
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        *,
-        api_key: str,
-        base_url: str,
-        timeout: httpx.Timeout = SYNC_TIMEOUT,
-        assumptions: Assumptions = ASSUMED,
-    ) -> None:
-        super().__init__(client, base_url)
-        if not api_key:
-            raise ValueError("juhe needs an API key")
-        self._key = api_key
-        self.timeout = timeout
-        self.assumed = assumptions
-
-    def __repr__(self) -> str:  # never show the key
-        return f"Juhe(base_url={self.base_url!r})"
-
-    @classmethod
-    def from_settings(cls, settings: Any, client: httpx.AsyncClient) -> Juhe | None:
-        key = secret_value(getattr(settings, "juhe_api_key", None))
-        if not key:
-            return None
-        return cls(client, api_key=key, base_url=settings.juhe_base_url)
+    # The key goes in the form body (make_auth stays None) [seed].
+    credentials: ClassVar[Credentials] = Credentials.one("juhe_api_key")
+    base_url_setting: ClassVar[str] = "juhe_base_url"
+    timeout: ClassVar[httpx.Timeout] = SYNC_TIMEOUT
 
     # ---- submit (synchronous: the answer is the result) -----------------
 
     def request_for(self, spec: JobSpec) -> tuple[Endpoint, dict[str, str]]:
         """(endpoint, form) for a spec; BadRequest before any HTTP when the
         spec cannot be served."""
+        key = self.secret("juhe_api_key")
         match spec.capability:
-            case Capability.EDIT:
-                return Endpoint.EDIT, self._edit_form(spec)
-            case Capability.IMG2IMG:  # an edit of one image, the prompt as instruction
-                if len(spec.images) != 1:
-                    raise BadRequest(f"img2img takes one image, got {len(spec.images)}")
-                return Endpoint.EDIT, self._edit_form(spec)
+            case Capability.IMG2IMG if len(spec.images) != 1:
+                raise BadRequest(f"img2img takes one image, got {len(spec.images)}")
+            case Capability.EDIT | Capability.IMG2IMG:  # img2img: the prompt is the instruction
+                return Endpoint.EDIT, build_edit_form(key, spec.params, spec.images)
             case Capability.TXT2IMG:
-                return Endpoint.TXT2IMG, build_txt2img_form(self._key, spec.params, self.assumed)
+                return Endpoint.TXT2IMG, build_txt2img_form(key, spec.params)
         raise BadRequest(f"juhe cannot do {spec.capability}")
-
-    def _edit_form(self, spec: JobSpec) -> dict[str, str]:
-        return build_edit_form(self._key, spec.params, spec.images, self.assumed)
 
     async def submit(self, spec: JobSpec) -> Submitted:
         endpoint, form = self.request_for(spec)
-        result = await self._call(endpoint, form, lambda body: parse_result(body, self.assumed))
+        result = await self.call(endpoint, parse_result, data=form)
         # An answer without an order id still carries the image; name the job
         # after our own id then, so it stays unique.
         job_id = make_job_id(result.orderid or spec.business_id)
@@ -525,40 +407,11 @@ class Juhe(Provider):
 
     async def probe(self) -> str:
         """Checks the key without a billed call (see ASSUMED)."""
-        empty = {"key": self._key, "text": "", "image1": ""}
+        empty = {"key": self.secret("juhe_api_key"), "text": "", "image1": ""}
         try:
-            await self._call(Endpoint.EDIT, empty, lambda body: parse_result(body, self.assumed))
+            await self.call(Endpoint.EDIT, parse_result, data=empty)
         except BadRequest:
             return "ok"  # 282501: the key passed, the empty request did not
         except ProviderError as exc:
             return exc.kind
         return "ok"
-
-    # ---- HTTP boundary ---------------------------------------------------
-
-    async def _call(
-        self, endpoint: Endpoint, form: Mapping[str, str], read: Callable[[dict[str, Any]], T]
-    ) -> T:
-        """POST a form and ``read`` the JSON body. Every failure leaves as a
-        ProviderError naming the endpoint, never the URL or the key, and is
-        logged with the vendor's words."""
-        try:
-            with map_transport_errors():
-                response = await self.client.post(
-                    f"{self.base_url}{endpoint}",
-                    data=dict(form),
-                    headers={"Accept": "application/json"},
-                    timeout=self.timeout,
-                )
-            error = error_for_http_status(response)
-            if error is not None:
-                raise error
-            return read(json_body(response))
-        except ProviderError as exc:
-            raise self._logged(endpoint, exc) from None
-
-    def _logged(self, endpoint: Endpoint, exc: ProviderError) -> ProviderError:
-        message = redact(exc.vendor_message, [self._key])
-        level = logging.WARNING if exc.transient or exc.disables_vendor else logging.INFO
-        log.log(level, "juhe %s: %s (%s)", endpoint.value, message, exc.kind)
-        return type(exc)(message, retry_after=exc.retry_after)

@@ -4,85 +4,41 @@ and end to end against FakeAichatapi over loopback HTTP."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 from pydantic import SecretStr
 
+from bot.config import Settings
 from bot.engine.ratelimit import VendorGate
 from providers import aichatapi as ai
-from providers.errors import (
-    AuthError,
-    BadRequest,
-    ContentRejected,
-    JobNotFound,
-    MalformedResponse,
-    ProviderError,
-    QuotaExceeded,
-    RateLimited,
-    Unavailable,
-    VendorTimeout,
-)
-from providers.types import (
-    Capability,
-    GenerationParams,
-    InputImage,
-    JobSpec,
-    JobState,
-    JobStatus,
-)
+from providers import code_envelope as envelope
+from providers.errors import (AuthError, BadRequest, ContentRejected, JobNotFound,
+                              MalformedResponse, ProviderError, QuotaExceeded, RateLimited,
+                              Unavailable, VendorTimeout)
+from providers.types import Capability, GenerationParams, InputImage, JobState, JobStatus
 from tests.fakes.aichatapi import FakeAichatapi, parse_multipart
-from tests.fakes.server import serve
+from tests.vendor_kit import (Recorder, VendorStack, eventually, fixture, input_image,
+                              json_response, loopback, loopback_fixture, make_provider,
+                              make_spec, mock_provider, png, poll_until_done)
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "aichatapi"
 API_KEY = "aichat-key-SECRET-1234"
 BASE = "https://aichatapi.example.test"
 QUERY = "https://open.aichatapi.example.test"
+PROMPT = "水彩风格 watercolor"
 
 
-def fixture(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text("utf-8"))
-
-
-def png(width: int = 64, height: int = 64, color: tuple[int, int, int] = (200, 30, 30),
-        fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def photo(width: int = 64, height: int = 64, mime: str = "image/png") -> InputImage:
-    fmt = "JPEG" if mime == "image/jpeg" else "PNG"
-    return InputImage(data=png(width, height, fmt=fmt), mime=mime)
-
-
-def make_spec(
-    capability: Capability = Capability.IMG2IMG,
-    *,
-    images: tuple[InputImage, ...] | None = None,
-    business_id: str = "task-0001",
-    **params: Any,
-) -> JobSpec:
-    params.setdefault("prompt", "水彩风格 watercolor")
-    return JobSpec(
-        capability=capability,
-        params=GenerationParams(**params),
-        images=(photo(),) if images is None else images,
-        business_id=business_id,
-    )
+def spec(capability: Capability = Capability.IMG2IMG, *,
+         images: tuple[InputImage, ...] | None = None, **params: Any):
+    params.setdefault("prompt", PROMPT)
+    return make_spec(capability, images=(input_image(),) if images is None else images, **params)
 
 
 def ok(data: Any) -> dict[str, Any]:
@@ -91,9 +47,20 @@ def ok(data: Any) -> dict[str, Any]:
 
 def task(state: Any, **fields: Any) -> dict[str, Any]:
     data = {"task_id": 382243, "state": state, "state_name": "", "queue": 0, "wait_for": 0,
-            "images": [], "error": None}
+            "images": []}
     data.update(fields)
     return data
+
+
+def query(name: str) -> dict[str, Any]:
+    """`data` of a query answer saved under tests/fixtures/aichatapi/."""
+    return fixture("aichatapi", name)["data"]
+
+
+def mocked(recorder: Recorder, qps: float = 1.0, timeout: float = 2.0):
+    return mock_provider(ai.Aichatapi, recorder, BASE + "/", timeout=timeout,
+                         aichatapi_api_key=API_KEY, aichatapi_query_url=QUERY + "/",
+                         aichatapi_qps=qps)
 
 
 # =========================================================================== #
@@ -102,7 +69,7 @@ def task(state: Any, **fields: Any) -> dict[str, Any]:
 
 
 def test_default_params_are_the_seed_example() -> None:
-    assert ai.build_params(GenerationParams(n=4)) == fixture("params_example")
+    assert ai.build_params(GenerationParams(n=4)) == fixture("aichatapi", "params_example")
 
 
 def test_params_take_the_user_values() -> None:
@@ -117,7 +84,7 @@ def test_params_take_the_user_values() -> None:
     assert built["denoising_strength"] == 35
     assert built["size_id"] == "16:9"
     assert built["model_id"] == "0123456789abcdef0123456789abcdef"
-    assert built["style_id"] == ai.ASSUMED.default_style_id
+    assert built["style_id"] == ai.ASSUMED.default_style_id  # a LoRA id [public]
 
 
 def test_a_model_that_is_not_an_id_is_not_sent() -> None:
@@ -145,22 +112,23 @@ def test_strength_percent_is_always_valid(strength: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("params", "image", "size_id"),
+    ("params", "image_size", "size_id"),
     [
         (GenerationParams(aspect_ratio="3:4"), None, "3:4"),
         (GenerationParams(aspect_ratio="21:9"), None, "16:9"),
         (GenerationParams(aspect_ratio="5:4"), None, "4:3"),
         (GenerationParams(width=1000, height=1000), None, "1:1"),
         (GenerationParams(width=600, height=900), None, "2:3"),
-        (GenerationParams(), png(1200, 800), "3:2"),
-        (GenerationParams(), png(720, 1280), "9:16"),
-        (GenerationParams(aspect_ratio="1:1"), png(64, 64), "1:1"),
-        (GenerationParams(aspect_ratio="4:3"), png(720, 1280), "4:3"),
-        (GenerationParams(), b"not an image", "1:1"),
+        (GenerationParams(), (1200, 800), "3:2"),
+        (GenerationParams(), (720, 1280), "9:16"),
+        (GenerationParams(aspect_ratio="1:1"), (64, 64), "1:1"),
+        (GenerationParams(aspect_ratio="4:3"), (720, 1280), "4:3"),
+        (GenerationParams(), None, "1:1"),
     ],
 )
-def test_size_id(params: GenerationParams, image: bytes | None, size_id: str) -> None:
-    assert ai.size_id_for(params, image) == size_id
+def test_size_id(params: GenerationParams, image_size: tuple[int, int] | None,
+                 size_id: str) -> None:
+    assert ai.size_id_for(params, image_size) == size_id
 
 
 @settings(max_examples=200, deadline=None)
@@ -169,12 +137,20 @@ def test_size_id_is_always_supported(w: int, h: int) -> None:
     assert ai.size_id_for(GenerationParams(width=w, height=h), None) in ai.ASSUMED.size_ids
 
 
+def test_size_comes_from_the_measured_input() -> None:
+    """The engine's width/height decide, not a decoding of the bytes."""
+    measured = InputImage(data=b"not decoded here", mime="image/jpeg", width=1200, height=800)
+    data, _ = ai.build_multipart(GenerationParams(), measured)
+    assert json.loads(data["params"])["size_id"] == "3:2"
+
+
 def test_params_part_is_a_utf8_json_string() -> None:
-    data, files = ai.build_multipart(GenerationParams(prompt="一只猫"), png(), "image/jpeg")
+    image = input_image(png(fmt="JPEG"))
+    data, files = ai.build_multipart(GenerationParams(prompt="一只猫"), image)
     assert isinstance(data["params"], str)
     assert "一只猫" in data["params"]  # not \u escapes
     assert json.loads(data["params"])["prompt"] == "一只猫"
-    assert files["image"][0] == "image.jpg" and files["image"][2] == "image/jpeg"
+    assert files["image"] == ("image.jpg", image.data, "image/jpeg")
 
 
 @pytest.mark.parametrize(
@@ -187,33 +163,44 @@ def test_upload_filename(mime: str, name: str) -> None:
 
 
 # =========================================================================== #
-# Pure transforms: responses
+# Pure transforms: responses (states per the vendor's own client [public])
 # =========================================================================== #
 
 
-def test_queued_state_0() -> None:
-    state = ai.parse_query(task("0", queue=3, wait_for=42, state_name="排队中"))
-    assert state.status is JobStatus.QUEUED
-    assert state.queue_position == 3 and state.eta_seconds == 42
+def test_queued_state_0_eta_is_the_vendors_formula() -> None:
+    state = ai.parse_query(query("query_queued"))  # queue 3, wait_for 4
+    assert state.status is JobStatus.QUEUED and state.queue_position == 3
+    assert state.eta_seconds == 8  # max((3 + 1) * 2, 4)
+    assert ai.parse_query(query("query_queued_long_wait")).eta_seconds == 25  # max(4, 25)
 
 
-@pytest.mark.parametrize(("state_value", "wait", "progress"),
-                         [("1", 30, 0.0), ("1", 15, 0.5), (1, 3, 0.9), ("1", 0, 0.99),
-                          ("1", 90, 0.0), ("1", None, None)])
-def test_running_state_1_estimates_progress_from_wait_for(
-    state_value: Any, wait: Any, progress: float | None
-) -> None:
-    state = ai.parse_query(task(state_value, wait_for=wait))
+@pytest.mark.parametrize(
+    ("fields", "eta"),
+    [({"queue": 0, "wait_for": 0}, 2), ({"queue": "5", "wait_for": "3"}, 12),
+     ({"queue": None, "wait_for": 30}, 30), ({"queue": None, "wait_for": None}, None)],
+)
+def test_eta_seconds(fields: dict[str, Any], eta: float | None) -> None:
+    assert ai.eta_seconds(fields) == eta
+
+
+def test_state_1_is_nearly_done_and_looked_at_again_soon() -> None:
+    state = ai.parse_query(query("query_fetching"))  # do_use 18
     assert state.status is JobStatus.RUNNING
-    assert state.progress == (pytest.approx(progress) if progress is not None else None)
-    assert state.eta_seconds == wait
+    assert state.progress == pytest.approx(0.95)
+    assert state.eta_seconds is not None and state.eta_seconds <= 10
+
+
+def test_state_1_for_over_60_seconds_is_a_timeout() -> None:
+    state = ai.parse_query(query("query_fetching_too_long"))  # do_use 75
+    assert state.status is JobStatus.FAILED and state.error_kind == VendorTimeout.kind
+    assert state.error_kind == "timeout" and "75" in state.error_detail
+    assert ai.parse_query(task("1", do_use=60)).status is JobStatus.RUNNING  # "about 60 s"
 
 
 def test_done_state_2_gives_the_images() -> None:
-    urls = ["https://cdn.aichatapi.test/a.png", "https://cdn.aichatapi.test/b.png"]
-    state = ai.parse_query(task("2", images=urls))
+    state = ai.parse_query(query("query_done"))
     assert state.status is JobStatus.SUCCEEDED
-    assert [image.url for image in state.images] == urls
+    assert [image.url for image in state.images] == query("query_done")["images"]
 
 
 def test_done_images_may_be_objects() -> None:
@@ -226,19 +213,26 @@ def test_done_without_images_fails() -> None:
     assert state.status is JobStatus.FAILED and state.error_kind == ProviderError.kind
 
 
+def test_failed_state_3_has_no_error_field() -> None:
+    state = ai.parse_query(query("query_failed"))
+    assert state.status is JobStatus.FAILED and state.error_kind == ProviderError.kind
+    assert state.error_detail == "生成失败"
+
+
 @pytest.mark.parametrize(
     ("error", "kind"),
     [("生成失败", ProviderError.kind), ("图片包含违规内容", ContentRejected.kind),
-     (None, ProviderError.kind)],
+     ("生成超时", VendorTimeout.kind), (None, ProviderError.kind)],
 )
-def test_failed_state_3(error: str | None, kind: str) -> None:
+def test_failed_state_3_reads_an_error_if_one_comes(error: str | None, kind: str) -> None:
     state = ai.parse_query(task("3", error=error))
     assert state.status is JobStatus.FAILED and state.error_kind == kind
     assert state.error_detail
 
 
 def test_unknown_state_counts_as_running() -> None:
-    assert ai.parse_query(task("7")).status is JobStatus.RUNNING
+    state = ai.parse_query(task("7", queue=1, wait_for=3))
+    assert state.status is JobStatus.RUNNING and state.eta_seconds == 4
 
 
 JSON_VALUES = st.recursive(
@@ -251,11 +245,17 @@ JSON_VALUES = st.recursive(
 
 @settings(max_examples=50, deadline=None)
 @given(st.dictionaries(
-    st.sampled_from(["state", "state_name", "queue", "wait_for", "images", "error", "task_id"]),
+    st.sampled_from(["state", "state_name", "queue", "wait_for", "do_use", "images", "error",
+                     "task_id"]),
     JSON_VALUES | st.sampled_from(["0", "1", "2", "3"]),
 ))
 def test_any_query_data_gives_a_state(data: dict[str, Any]) -> None:
     assert isinstance(ai.parse_query(data), JobState)
+
+
+# =========================================================================== #
+# Pure transforms: errors
+# =========================================================================== #
 
 
 @pytest.mark.parametrize(
@@ -280,12 +280,43 @@ def test_any_query_data_gives_a_state(data: dict[str, Any]) -> None:
 )
 def test_body_codes(body: dict[str, Any], error: type[ProviderError]) -> None:
     with pytest.raises(error):
-        ai.checked_data(body)
+        envelope.checked_data(body, ai.ASSUMED)
 
 
 def test_rate_limited_carries_retry_after() -> None:
-    exc = ai.error_for_body({"code": 429, "msg": "请求频率超限"})
+    exc = envelope.error_for_body({"code": 429, "msg": "请求频率超限"}, ai.ASSUMED)
     assert isinstance(exc, RateLimited) and exc.retry_after == 1.0
+
+
+BEIJING = timezone(timedelta(hours=8))
+
+
+@pytest.mark.parametrize(
+    ("now", "seconds"),
+    [
+        (datetime(2024, 5, 1, 15, 59, 0, tzinfo=UTC), 60),  # 23:59 in Beijing
+        (datetime(2024, 5, 1, 16, 0, 0, tzinfo=UTC), 86_400),  # midnight: the next one
+        (datetime(2024, 5, 1, 16, 0, 1, tzinfo=UTC), 86_399),
+        (datetime(2024, 5, 1, 0, 0, 0, tzinfo=UTC), 16 * 3600),  # 08:00 in Beijing
+        (datetime(2024, 5, 1, 0, 0, 0), 16 * 3600),  # naive is UTC
+        (datetime(2024, 5, 1, 22, 30, 0, tzinfo=BEIJING), 5400),
+        (datetime(2024, 12, 31, 15, 0, 0, tzinfo=UTC), 3600),  # 23:00, the year turns
+    ],
+)
+def test_seconds_until_beijing_midnight(now: datetime, seconds: float) -> None:
+    assert envelope.seconds_until_daily_reset(now, 8) == seconds
+
+
+def test_the_daily_limit_rests_the_vendor_until_beijing_midnight() -> None:
+    body = fixture("aichatapi", "daily_limit")
+    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)  # 20:00 in Beijing
+    exc = envelope.classify(429, body["msg"], ai.ASSUMED, now=now)
+    assert isinstance(exc, QuotaExceeded) and exc.retry_after == 4 * 3600
+    # Out of credit is not a daily matter: no time to rest until.
+    assert envelope.classify(402, "账户余额不足", ai.ASSUMED, now=now).retry_after is None
+    # Through the envelope, the clock is the real one.
+    live = envelope.error_for_body(body, ai.ASSUMED)
+    assert isinstance(live, QuotaExceeded) and 0 < (live.retry_after or 0) <= 86_400
 
 
 @pytest.mark.parametrize("code", [200, "200"])
@@ -315,6 +346,13 @@ def test_unknown_task_is_job_not_found(body: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
+    "body", [{"code": 401, "msg": "apikey不存在"}, {"code": 200, "data": ["not", "a", "dict"]}])
+def test_query_errors_that_are_not_an_unknown_task(body: dict[str, Any]) -> None:
+    with pytest.raises((AuthError, MalformedResponse)):
+        ai.query_data(body)
+
+
+@pytest.mark.parametrize(
     ("status", "headers", "body", "error"),
     [
         (500, {}, None, Unavailable),
@@ -333,7 +371,8 @@ def test_unknown_task_is_job_not_found(body: dict[str, Any]) -> None:
 )
 def test_http_errors(status: int, headers: dict[str, str], body: dict[str, Any] | None,
                      error: type[ProviderError] | None) -> None:
-    exc = ai.error_for_http(status, headers, body)
+    response = httpx.Response(status, json=body, headers=headers)
+    exc = envelope.error_for_status(response, ai.ASSUMED)
     assert (type(exc) if exc else None) is error
     if headers.get("retry-after") and exc is not None:
         assert exc.retry_after == float(headers["retry-after"])
@@ -356,42 +395,14 @@ def test_job_id_round_trip_and_query_body() -> None:
 # =========================================================================== #
 
 
-class Recorder:
-    """A MockTransport handler that answers from a queue and records requests."""
-
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-
-@contextlib.asynccontextmanager
-async def mock_provider(recorder: Recorder, timeout: float = 2.0) -> AsyncIterator[ai.Aichatapi]:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        yield ai.Aichatapi(client, auth=ai.AichatapiAuth(API_KEY), base_url=BASE + "/",
-                           query_url=QUERY + "/", timeout=httpx.Timeout(timeout))
-
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> httpx.Response:
-    return httpx.Response(status, json=body, headers=headers)
-
-
 SUBMITTED = json_response(ok({"task_id": 382243}))
 
 
 async def test_submit_request_shape() -> None:
     recorder = Recorder(SUBMITTED)
-    image = photo(120, 80, mime="image/jpeg")
-    async with mock_provider(recorder) as provider:
-        submitted = await provider.submit(make_spec(images=(image,), n=3, seed=7))
+    image = input_image(png(120, 80, fmt="JPEG"))
+    async with mocked(recorder) as provider:
+        submitted = await provider.submit(spec(images=(image,), n=3, seed=7))
     request = recorder.requests[0]
     assert request.method == "POST"
     assert str(request.url) == f"{BASE}/api/image2image"  # no ?key=, no double slash
@@ -406,7 +417,7 @@ async def test_submit_request_shape() -> None:
     assert parts["params"].filename is None and parts["params"].content_type is None
     params = json.loads(parts["params"].data.decode("utf-8"))
     assert params["number"] == 3 and params["seed"] == 7 and params["size_id"] == "3:2"
-    assert params["prompt"] == "水彩风格 watercolor"
+    assert params["prompt"] == PROMPT
     assert API_KEY not in str(request.url) and API_KEY.encode() not in request.content
     assert submitted.job_id == "task:382243" and submitted.eta_seconds
     assert submitted.state is None
@@ -414,68 +425,68 @@ async def test_submit_request_shape() -> None:
 
 async def test_variation_is_the_same_call() -> None:
     recorder = Recorder(SUBMITTED)
-    async with mock_provider(recorder) as provider:
-        submitted = await provider.submit(make_spec(Capability.VARIATION))
+    async with mocked(recorder) as provider:
+        submitted = await provider.submit(spec(Capability.VARIATION))
     assert recorder.requests[0].url.path == "/api/image2image"
     assert submitted.job_id == "task:382243"
 
 
 async def test_query_request_shape() -> None:
-    recorder = Recorder(json_response(ok(task("1", wait_for=10))))
-    async with mock_provider(recorder) as provider:
+    recorder = Recorder(json_response(fixture("aichatapi", "query_fetching")))
+    async with mocked(recorder) as provider:
         state = await provider.poll("task:382243")
     request = recorder.requests[0]
     assert str(request.url) == f"{QUERY}/api/v1/draw/query"  # the other host
     assert request.headers["apikey"] == API_KEY
     assert request.headers["content-type"] == "application/json"
-    assert json.loads(request.content) == {"task_id": 382243}
-    assert state.status is JobStatus.RUNNING
+    assert recorder.body() == {"task_id": 382243}
+    assert state.status is JobStatus.RUNNING and state.progress == pytest.approx(0.95)
 
 
 @pytest.mark.parametrize(
     ("capability", "images"),
     [
         (Capability.TXT2IMG, ()),
-        (Capability.UPSCALE, (photo(),)),
+        (Capability.UPSCALE, (input_image(),)),
         (Capability.IMG2IMG, ()),
         (Capability.VARIATION, ()),
-        (Capability.IMG2IMG, (InputImage(data=b"GIF89a-not-really", mime="image/gif"),)),
     ],
 )
 async def test_unservable_specs_fail_before_any_request(
     capability: Capability, images: tuple[InputImage, ...]
 ) -> None:
     recorder = Recorder(SUBMITTED)
-    async with mock_provider(recorder) as provider:
+    async with mocked(recorder) as provider:
         with pytest.raises(BadRequest):
-            await provider.submit(make_spec(capability, images=images))
+            await provider.submit(spec(capability, images=images))
     assert recorder.requests == []
 
 
 @pytest.mark.parametrize(
-    ("data", "status"),
+    ("name", "status"),
     [
-        (task("0", queue=2, wait_for=40), JobStatus.QUEUED),
-        (task("1", wait_for=12), JobStatus.RUNNING),
-        (task("2", images=["https://x/1.png"]), JobStatus.SUCCEEDED),
-        (task("3", error="失败"), JobStatus.FAILED),
+        ("query_queued", JobStatus.QUEUED),
+        ("query_fetching", JobStatus.RUNNING),
+        ("query_fetching_too_long", JobStatus.FAILED),
+        ("query_done", JobStatus.SUCCEEDED),
+        ("query_failed", JobStatus.FAILED),
     ],
 )
-async def test_poll_every_state(data: dict[str, Any], status: JobStatus) -> None:
-    async with mock_provider(Recorder(json_response(ok(data)))) as provider:
+async def test_poll_every_state(name: str, status: JobStatus) -> None:
+    async with mocked(Recorder(json_response(fixture("aichatapi", name)))) as provider:
         assert (await provider.poll("task:382243")).status is status
 
 
 async def test_poll_unknown_and_foreign_ids() -> None:
     recorder = Recorder(json_response({"code": 404, "msg": "任务不存在", "data": None}))
-    async with mock_provider(recorder) as provider:
+    async with mocked(recorder) as provider:
         with pytest.raises(JobNotFound):
             await provider.poll("task:1")
         with pytest.raises(JobNotFound):
             await provider.poll("uid:abc")
         # The vendor picks the ids: nothing to look up after a crash.
-        assert provider.job_id_for(make_spec()) is None
-        assert await provider.find_submitted(make_spec()) is None
+        assert provider.job_id_for(spec()) is None
+        assert await provider.find_submitted(spec()) is None
     assert len(recorder.requests) == 1
 
 
@@ -485,7 +496,7 @@ async def test_poll_unknown_and_foreign_ids() -> None:
         (json_response({"code": 401, "msg": "apikey不存在或已失效", "data": None}), AuthError),
         (json_response({"code": 402, "msg": "账户余额不足", "data": None}), QuotaExceeded),
         (json_response({"code": 429, "msg": "请求频率超限，免费用户限制1秒1次"}), RateLimited),
-        (json_response({"code": 429, "msg": "今日请求次数已达上限(10000次)"}), QuotaExceeded),
+        (json_response(fixture("aichatapi", "daily_limit")), QuotaExceeded),
         (json_response({"code": 400, "msg": "提示词包含违规敏感内容"}), ContentRejected),
         (json_response({"code": 400, "msg": "params参数错误"}), BadRequest),
         (json_response({"code": 500, "msg": "服务器错误"}), Unavailable),
@@ -505,9 +516,9 @@ async def test_errors_are_mapped_and_leak_nothing(
     answer: httpx.Response | Exception, error: type[ProviderError],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="providers.aichatapi")
-    async with mock_provider(Recorder(answer)) as provider:
-        for call in (provider.submit(make_spec()), provider.poll("task:5")):
+    caplog.set_level(logging.DEBUG, logger="providers")
+    async with mocked(Recorder(answer)) as provider:
+        for call in (provider.submit(spec()), provider.poll("task:5")):
             with pytest.raises(error) as info:
                 await call
             text = f"{info.value} {info.value.vendor_message}"
@@ -519,27 +530,35 @@ async def test_errors_are_mapped_and_leak_nothing(
 
 
 async def test_http_retry_after_is_kept() -> None:
-    async with mock_provider(Recorder(httpx.Response(429, headers={"Retry-After": "3"}))) as p:
+    async with mocked(Recorder(httpx.Response(429, headers={"Retry-After": "3"}))) as p:
         with pytest.raises(RateLimited) as info:
             await p.poll("task:5")
     assert info.value.retry_after == 3.0 and info.value.transient
 
 
+async def test_daily_limit_keeps_its_rest_through_the_boundary() -> None:
+    async with mocked(Recorder(json_response(fixture("aichatapi", "daily_limit")))) as p:
+        with pytest.raises(QuotaExceeded) as info:
+            await p.submit(spec())
+    assert 0 < (info.value.retry_after or 0) <= 86_400
+
+
 async def test_echoed_key_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="providers.aichatapi")
+    caplog.set_level(logging.INFO, logger="providers")
     answer = json_response({"code": 401, "msg": f"apikey {API_KEY} 不存在"})
-    async with mock_provider(Recorder(answer)) as provider:
+    async with mocked(Recorder(answer)) as provider:
         with pytest.raises(AuthError) as info:
-            await provider.submit(make_spec())
+            await provider.submit(spec())
     assert API_KEY not in info.value.vendor_message and "***" in info.value.vendor_message
     assert API_KEY not in caplog.text
 
 
-def settings_ns(key: str | None) -> SimpleNamespace:
+def settings_ns(key: str | None, qps: float = 1.0) -> SimpleNamespace:
     return SimpleNamespace(
         aichatapi_api_key=SecretStr(key) if key is not None else None,
         aichatapi_base_url=BASE + "/",
         aichatapi_query_url=QUERY,
+        aichatapi_qps=qps,
     )
 
 
@@ -550,7 +569,25 @@ async def test_from_settings() -> None:
         provider = ai.Aichatapi.from_settings(settings_ns(API_KEY), client)
     assert provider is not None and provider.client is client
     assert provider.base_url == BASE and provider.query_url == QUERY
-    assert API_KEY not in repr(provider.auth)
+    assert API_KEY not in repr(provider.auth) and API_KEY not in repr(provider)
+
+
+@pytest.mark.parametrize(("qps", "interval"), [(1, 1.1), (5, 0.22), (0.5, 2.2)])
+async def test_pace_follows_aichatapi_qps(qps: float, interval: float) -> None:
+    """AICHATAPI_QPS: a little over 1/qps between calls (arrivals are counted)."""
+    async with httpx.AsyncClient() as client:
+        provider = ai.Aichatapi.from_settings(settings_ns(API_KEY, qps), client)
+    assert provider is not None
+    assert provider.min_request_interval == pytest.approx(interval)
+
+
+async def test_the_real_settings_carry_the_pace() -> None:
+    settings = Settings(telegram_bot_token="1:token", aichatapi_api_key=API_KEY,
+                        aichatapi_qps=5, _env_file=None)
+    async with httpx.AsyncClient() as client:
+        provider = ai.Aichatapi.from_settings(settings, client)
+    assert provider is not None and provider.min_request_interval == pytest.approx(0.22)
+    assert provider.query_url == "https://open.aichatapi.com"
 
 
 def test_class_attributes() -> None:
@@ -559,7 +596,7 @@ def test_class_attributes() -> None:
     assert p.capabilities == {Capability.IMG2IMG, Capability.VARIATION}
     assert p.needs_public_url == frozenset() and p.image_input == "bytes"
     assert not p.supports_callbacks
-    assert 1.0 < p.min_request_interval <= 1.2 and p.daily_request_limit == 10_000
+    assert p.min_request_interval == pytest.approx(1.1) and p.daily_request_limit == 10_000
     assert p.max_images == 4
 
 
@@ -567,64 +604,22 @@ def test_class_attributes() -> None:
 # End to end against FakeAichatapi over loopback HTTP
 # =========================================================================== #
 
-# One fake serves every test below (a loopback server costs ~0.1 s to stop);
-# FakeAichatapi.reset() restores its options between tests.
-
-loopback = pytest.mark.asyncio(loop_scope="module")
-
-
-@dataclass
-class Loopback:
-    fake: FakeAichatapi
-    base_url: str
-    client: httpx.AsyncClient
-
-    def provider(self, key: str = "test-aichat-key", timeout: float = 2.0) -> ai.Aichatapi:
-        return ai.Aichatapi(self.client, auth=ai.AichatapiAuth(key), base_url=self.base_url,
-                            query_url=self.base_url, timeout=httpx.Timeout(timeout))
+# No rate limit by default; the tests about it switch it on.
+loopback_stack, env = loopback_fixture(
+    lambda: FakeAichatapi(queue_seconds=0.02, run_seconds=0.04, rate_interval=0.0), ai.Aichatapi)
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def loopback_stack() -> AsyncIterator[Loopback]:
-    # No rate limit by default; the tests about it switch it on.
-    fake = FakeAichatapi(queue_seconds=0.02, run_seconds=0.04, rate_interval=0.0)
-    try:
-        async with serve(fake.app) as base_url, httpx.AsyncClient() as client:
-            yield Loopback(fake, base_url, client)
-    finally:
-        await fake.aclose()
-
-
-@pytest.fixture
-def env(loopback_stack: Loopback) -> Loopback:
-    loopback_stack.fake.reset()
-    return loopback_stack
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.005)
-
-
-async def poll_until_done(provider: ai.Aichatapi, job_id: str, timeout: float = 3.0
-                          ) -> list[JobState]:
-    states: list[JobState] = []
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        states.append(await provider.poll(job_id))
-        if states[-1].finished:
-            return states
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not finished: {states[-1] if states else None}")
+def provider_for(env: VendorStack, key: str = "test-aichat-key", timeout: float = 2.0,
+                 qps: float = 1.0) -> ai.Aichatapi:
+    return make_provider(ai.Aichatapi, env.client, env.base_url, timeout=timeout,
+                         aichatapi_api_key=key, aichatapi_query_url=env.base_url,
+                         aichatapi_qps=qps)
 
 
 @loopback
-async def test_fake_img2img_end_to_end(env: Loopback) -> None:
-    provider = env.provider()
-    spec = make_spec(images=(photo(300, 200, mime="image/jpeg"),), n=2)
-    submitted = await provider.submit(spec)
+async def test_fake_img2img_end_to_end(env: VendorStack) -> None:
+    provider = provider_for(env)
+    submitted = await provider.submit(spec(images=(input_image(png(300, 200, fmt="JPEG")),), n=2))
     states = await poll_until_done(provider, submitted.job_id)
     assert [s.status for s in states][0] is JobStatus.QUEUED
     assert {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED} <= {s.status for s in states}
@@ -634,22 +629,20 @@ async def test_fake_img2img_end_to_end(env: Loopback) -> None:
     final = states[-1]
     assert len(final.images) == 2
     for result in final.images:
-        response = await env.client.get(result.url)
-        assert response.status_code == 200
-        assert Image.open(io.BytesIO(response.content)).size == (512, 344)  # 3:2 kept
+        assert result.url and (await env.download(result.url)).size == (512, 344)  # 3:2 kept
     sent = env.fake.api_requests("image2image")[0].body
     assert json.loads(sent["params"])["size_id"] == "3:2"
     assert sent["image"]["content_type"] == "image/jpeg"
 
 
 @loopback
-async def test_fake_refuses_a_second_request_within_a_second(env: Loopback) -> None:
+async def test_fake_refuses_a_second_request_within_a_second(env: VendorStack) -> None:
     env.fake.rate_interval = 1.0
-    provider = env.provider()
+    provider = provider_for(env)
     before = len(env.fake.jobs)
-    first = await provider.submit(make_spec(business_id="rl-1"))
+    first = await provider.submit(spec(business_id="rl-1"))
     with pytest.raises(RateLimited) as info:
-        await provider.submit(make_spec(business_id="rl-2"))
+        await provider.submit(spec(business_id="rl-2"))
     assert info.value.retry_after == 1.0
     assert env.fake.refused == ["rate_limited"]
     assert len(env.fake.jobs) == before + 1  # the second one was not taken
@@ -661,37 +654,38 @@ async def test_fake_refuses_a_second_request_within_a_second(env: Loopback) -> N
 
 
 @loopback
-async def test_the_gate_keeps_the_adapter_within_the_limit(env: Loopback) -> None:
+async def test_the_gate_keeps_the_adapter_within_the_limit(env: VendorStack) -> None:
     # The real 1 s, shortened. The gate spaces *sends*; the vendor measures
     # *arrivals*, so network jitter needs a margin between the two.
     env.fake.rate_interval = 0.1
-    provider = env.provider()
-    provider.min_request_interval = 0.15  # what VendorGate reads, per instance
+    provider = provider_for(env, qps=1.1 / 0.15)  # 0.15 s apart, read by VendorGate
+    assert provider.min_request_interval == pytest.approx(0.15)
     gate = VendorGate()
 
     async def submit() -> None:
         async with gate.slot(provider):
-            await provider.submit(make_spec())
+            await provider.submit(spec())
 
     await asyncio.gather(submit(), submit())
     assert env.fake.refused == [] and len(env.fake.api_requests("image2image")) == 2
 
 
 @loopback
-async def test_fake_daily_limit(env: Loopback) -> None:
+async def test_fake_daily_limit(env: VendorStack) -> None:
     env.fake.daily_limit = 1
-    provider = env.provider()
-    await provider.submit(make_spec())
-    with pytest.raises(QuotaExceeded):
-        await provider.submit(make_spec())
+    provider = provider_for(env)
+    await provider.submit(spec())
+    with pytest.raises(QuotaExceeded) as info:
+        await provider.submit(spec())
     assert env.fake.refused == ["daily_limit"]
+    assert 0 < (info.value.retry_after or 0) <= 86_400  # rests until Beijing midnight
 
 
 @loopback
-async def test_fake_result_urls_expire(env: Loopback) -> None:
+async def test_fake_result_urls_expire(env: VendorStack) -> None:
     env.fake.url_ttl = 60
-    provider = env.provider()
-    submitted = await provider.submit(make_spec())
+    provider = provider_for(env)
+    submitted = await provider.submit(spec())
     env.fake.finish(submitted.job_id)
     url = (await provider.poll(submitted.job_id)).images[0].url
     assert (await env.client.get(url)).status_code == 200
@@ -700,12 +694,12 @@ async def test_fake_result_urls_expire(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_failed_task(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_failed_task(env: VendorStack) -> None:
+    provider = provider_for(env)
     env.fake.fail_job_next("生成失败：显存不足")
-    failed = await provider.submit(make_spec())
+    failed = await provider.submit(spec())
     env.fake.fail_job_next("图片包含违规内容")
-    rejected = await provider.submit(make_spec())
+    rejected = await provider.submit(spec())
     for job_id in (failed.job_id, rejected.job_id):
         env.fake.finish(job_id)
     state = await provider.poll(failed.job_id)
@@ -716,16 +710,16 @@ async def test_fake_failed_task(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_unknown_task(env: Loopback) -> None:
+async def test_fake_unknown_task(env: VendorStack) -> None:
     with pytest.raises(JobNotFound):
-        await env.provider().poll("task:1")
+        await provider_for(env).poll("task:1")
 
 
 @loopback
-async def test_fake_rejects_a_wrong_key(env: Loopback) -> None:
+async def test_fake_rejects_a_wrong_key(env: VendorStack) -> None:
     before = len(env.fake.jobs)
     with pytest.raises(AuthError):
-        await env.provider(key="wrong-key").submit(make_spec())
+        await provider_for(env, key="wrong-key").submit(spec())
     assert len(env.fake.jobs) == before and env.fake.requests_today == 0
 
 
@@ -743,24 +737,24 @@ async def test_fake_rejects_a_wrong_key(env: Loopback) -> None:
         ("timeout", VendorTimeout),
     ],
 )
-async def test_fake_faults(env: Loopback, fault: str, error: type[ProviderError]) -> None:
+async def test_fake_faults(env: VendorStack, fault: str, error: type[ProviderError]) -> None:
     env.fake.timeout_seconds = 0.1
-    provider = env.provider(timeout=0.03)
+    provider = provider_for(env, timeout=0.03)
     env.fake.fail_next(fault, path="image2image")
     before = len(env.fake.jobs)
     with pytest.raises(error):
-        await provider.submit(make_spec())
+        await provider.submit(spec())
     if fault == "timeout":  # the vendor took the task though we gave up waiting
         await eventually(lambda: len(env.fake.jobs) == before + 1)
     else:  # a one-off: the same submit goes through now
-        assert (await provider.submit(make_spec())).job_id.startswith("task:")
+        assert (await provider.submit(spec())).job_id.startswith("task:")
 
 
 @loopback
-async def test_fake_faults_on_queries_only(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_faults_on_queries_only(env: VendorStack) -> None:
+    provider = provider_for(env)
     env.fake.fail_next("http500", times=2, path="draw/query")
-    submitted = await provider.submit(make_spec())
+    submitted = await provider.submit(spec())
     for _ in range(2):
         with pytest.raises(Unavailable):
             await provider.poll(submitted.job_id)
@@ -788,7 +782,7 @@ async def test_fake_faults_on_queries_only(env: Loopback) -> None:
     ],
 )
 async def test_fake_is_as_strict_as_the_document(
-    env: Loopback, files: dict[str, Any], data: dict[str, str], problem: str
+    env: VendorStack, files: dict[str, Any], data: dict[str, str], problem: str
 ) -> None:
     before = len(env.fake.jobs)
     response = await env.client.post(
@@ -801,9 +795,9 @@ async def test_fake_is_as_strict_as_the_document(
 
 
 @loopback
-async def test_fake_sees_the_key_only_in_its_header(env: Loopback) -> None:
-    provider = env.provider()
-    submitted = await provider.submit(make_spec())
+async def test_fake_sees_the_key_only_in_its_header(env: VendorStack) -> None:
+    provider = provider_for(env)
+    submitted = await provider.submit(spec())
     await poll_until_done(provider, submitted.job_id)
     requests = env.fake.api_requests()
     assert {r.path for r in requests} == {"/api/image2image", "/api/v1/draw/query"}

@@ -4,22 +4,15 @@ and end to end against FakeApispace over loopback HTTP."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
-import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+import json
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,64 +20,34 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from providers import apispace as sp
-from providers.errors import (
-    AuthError,
-    BadRequest,
-    ContentRejected,
-    JobNotFound,
-    MalformedResponse,
-    ProviderError,
-    QuotaExceeded,
-    RateLimited,
-    Unavailable,
-    VendorTimeout,
-)
-from providers.types import (
-    Capability,
-    GenerationParams,
-    InputImage,
-    JobSpec,
-    JobState,
-    JobStatus,
-    SourceResult,
-)
+from providers import code_envelope as envelope
+from providers.errors import (AuthError, BadRequest, ContentRejected, JobNotFound,
+                              MalformedResponse, ProviderError, QuotaExceeded, RateLimited,
+                              Unavailable, VendorTimeout)
+from providers.types import Capability, GenerationParams, InputImage, JobState, JobStatus
+from providers.types import SourceResult
 from tests.fakes.apispace import FakeApispace
 from tests.fakes.server import serve
+from tests.vendor_kit import (Recorder, VendorStack, eventually, fixture, input_image,
+                              json_response, loopback, loopback_fixture, make_provider,
+                              make_spec, mock_provider, png, poll_until_done)
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "apispace"
 TOKEN = "apispace-token-SECRET-1234"
 BASE = "https://apispace.example.test"
 MEDIA = "https://bot.example.test/media"
 UID = "b50fd9dc699b0f69e5dac9d150939c94"
 
 
-def fixture(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text("utf-8"))
-
-
-def png(width: int = 64, height: int = 64, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def image(url: str | None = f"{MEDIA}/tok-a") -> InputImage:
-    return InputImage(data=png(), url=url)
+    return input_image(url=url)
 
 
-def make_spec(
-    capability: Capability = Capability.TXT2IMG,
-    *,
-    images: tuple[InputImage, ...] | None = None,
-    callback_url: str | None = None,
-    source: SourceResult | None = None,
-    **params: Any,
-) -> JobSpec:
+def spec(capability: Capability = Capability.TXT2IMG, *,
+         images: tuple[InputImage, ...] | None = None, **params: Any):
     params.setdefault("prompt", "玫瑰花 roses")
     if images is None:
         images = () if capability is Capability.TXT2IMG else (image(),)
-    return JobSpec(capability=capability, params=GenerationParams(**params), images=images,
-                   source=source, business_id="task-0001", callback_url=callback_url)
+    return make_spec(capability, images=images, **params)
 
 
 def ok(data: Any) -> dict[str, Any]:
@@ -98,6 +61,11 @@ def status(value: str, **fields: Any) -> dict[str, Any]:
     return data
 
 
+def mocked(recorder: Recorder, timeout: float = 2.0):
+    return mock_provider(sp.Apispace, recorder, BASE + "/", timeout=timeout,
+                         apispace_token=TOKEN)
+
+
 CDN = "https://ailab-huawei-cdn.nolibox.com/aigc/images/d6fa33b93ac84b8fbb233f4be03ba38f.png"
 COS = ("https://ailab-1d01.obs.cn-north-4.myhuaweicloud.com/aigc/images/"
        "d6fa33b93ac84b8fbb233f4be03ba38f.png")
@@ -109,7 +77,7 @@ COS = ("https://ailab-1d01.obs.cn-north-4.myhuaweicloud.com/aigc/images/"
 
 
 def test_txt2img_body_is_the_seed_example() -> None:
-    example = fixture("txt2img_request_example")
+    example = fixture("apispace", "txt2img_request_example")
     params = GenerationParams(prompt="玫瑰花", negative_prompt="cropped")
     assert sp.build_txt2img_body(params) == {
         "task": "txt2img.sd", "params": example["params"], "notify_url": "",
@@ -171,8 +139,15 @@ def test_img2img_body() -> None:
 def test_anime_body_style_from_model(model: str | None, style: str) -> None:
     body = sp.build_anime_body(GenerationParams(model=model), "https://m/1", "https://cb")
     assert body == {"task": "img2acg",
-                    "params": {"url": "https://m/1", "style": style, "fidelity": 0.2},
+                    "params": {"url": "https://m/1", "image_url": "https://m/1", "style": style,
+                               "fidelity": 0.2},
                     "notify_url": "https://cb"}
+
+
+def test_anime_body_names_the_input_image_url() -> None:
+    """[public] the vendor's img2acg takes `image_url`; `url` stays beside it."""
+    example = fixture("apispace", "img2acg_request_example")
+    assert sp.build_anime_body(GenerationParams(), example["params"]["url"]) == example
 
 
 @pytest.mark.parametrize(("strength", "expected"),
@@ -196,6 +171,20 @@ def test_upscale_body() -> None:
 def test_pending_gives_the_queue_position() -> None:
     state = sp.parse_query_data(status("pending", pending=4))
     assert state.status is JobStatus.QUEUED and state.queue_position == 4
+
+
+@pytest.mark.parametrize(("name", "position"),
+                         [("query_pending_top_level", 3), ("query_pending_in_data", 2)])
+def test_pending_position_beside_code_or_beside_status(name: str, position: int) -> None:
+    state = sp.parse_query(fixture("apispace", name))
+    assert state.status is JobStatus.QUEUED and state.queue_position == position
+
+
+def test_pending_in_data_wins_over_the_top_level() -> None:
+    body = {"code": 0, "pending": 9, "data": status("pending", pending=1)}
+    assert sp.parse_query(body).queue_position == 1
+    del body["data"]["pending"]
+    assert sp.parse_query(body).queue_position == 9
 
 
 def test_working() -> None:
@@ -309,7 +298,7 @@ def test_any_callback_gives_a_state_or_malformed(payload: dict[str, Any],
 )
 def test_body_codes(body: dict[str, Any], error: type[ProviderError]) -> None:
     with pytest.raises(error):
-        sp.checked_data(body)
+        envelope.checked_data(body, sp.ASSUMED)
 
 
 @pytest.mark.parametrize("code", [0, "0"])
@@ -340,7 +329,8 @@ def test_submit_answer_without_uid_is_malformed(data: dict[str, Any]) -> None:
 )
 def test_http_errors(status_code: int, headers: dict[str, str], body: dict[str, Any] | None,
                      error: type[ProviderError] | None) -> None:
-    exc = sp.error_for_http(status_code, headers, body)
+    response = httpx.Response(status_code, json=body, headers=headers)
+    exc = envelope.error_for_status(response, sp.ASSUMED)
     assert (type(exc) if exc else None) is error
     if error is RateLimited:
         assert exc.retry_after == float(headers.get("retry-after", 1.0))
@@ -349,20 +339,20 @@ def test_http_errors(status_code: int, headers: dict[str, str], body: dict[str, 
 
 
 def test_callback_of_the_seed() -> None:
-    job_id, state = sp.parse_callback_payload(fixture("callback_success"))
+    job_id, state = sp.parse_callback_payload(fixture("apispace", "callback_success"))
     assert job_id == f"uid:{UID}"
     assert state.status is JobStatus.SUCCEEDED and [i.url for i in state.images] == [CDN]
 
 
 @pytest.mark.parametrize("success", [True, "True", "true", 1])
 def test_callback_success_spellings(success: Any) -> None:
-    payload = fixture("callback_success")
+    payload = fixture("apispace", "callback_success")
     payload["success"] = success
     assert sp.parse_callback_payload(payload)[1].status is JobStatus.SUCCEEDED
 
 
 def test_callback_success_but_unsafe_is_moderated() -> None:
-    payload = fixture("callback_success")
+    payload = fixture("apispace", "callback_success")
     payload["data"].update(cdn="", cos="", safe=False, reason="porn")
     job_id, state = sp.parse_callback_payload(payload)
     assert job_id == f"uid:{UID}"
@@ -378,7 +368,7 @@ def test_callback_failure() -> None:
 
 
 def test_callback_uid_may_be_only_in_data() -> None:
-    payload = fixture("callback_success")
+    payload = fixture("apispace", "callback_success")
     del payload["uid"]
     assert sp.parse_callback_payload(payload)[0] == f"uid:{UID}"
 
@@ -408,34 +398,6 @@ def test_job_id_round_trip() -> None:
 # =========================================================================== #
 
 
-class Recorder:
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def body(self, index: int = -1) -> dict[str, Any]:
-        return json.loads(self.requests[index].content.decode("utf-8"))
-
-
-@contextlib.asynccontextmanager
-async def mock_provider(recorder: Recorder, timeout: float = 2.0) -> AsyncIterator[sp.Apispace]:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        yield sp.Apispace(client, auth=sp.ApispaceAuth(TOKEN), base_url=BASE + "/",
-                          timeout=httpx.Timeout(timeout))
-
-
-def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None
-                  ) -> httpx.Response:
-    return httpx.Response(status_code, json=body, headers=headers)
-
-
 SUBMITTED = json_response(ok({"uid": UID}))
 
 
@@ -451,9 +413,9 @@ SUBMITTED = json_response(ok({"uid": UID}))
 async def test_submit_request_shape(capability: Capability, path: str, task: str,
                                     eta: float) -> None:
     recorder = Recorder(SUBMITTED)
-    async with mock_provider(recorder) as provider:
+    async with mocked(recorder) as provider:
         submitted = await provider.submit(
-            make_spec(capability, callback_url="https://bot.example.test/callbacks/apispace/t"))
+            spec(capability, callback_url="https://bot.example.test/callbacks/apispace/t"))
     request = recorder.requests[0]
     assert request.method == "POST" and str(request.url) == f"{BASE}{path}"
     assert request.headers["x-apispace-token"] == TOKEN
@@ -470,8 +432,8 @@ async def test_submit_request_shape(capability: Capability, path: str, task: str
 
 async def test_notify_url_is_empty_without_callbacks() -> None:
     recorder = Recorder(SUBMITTED)
-    async with mock_provider(recorder) as provider:
-        await provider.submit(make_spec(n=4))
+    async with mocked(recorder) as provider:
+        await provider.submit(spec(n=4))
     assert recorder.body()["notify_url"] == ""
     assert "玫瑰花".encode() in recorder.requests[0].content  # UTF-8, not \u escapes
 
@@ -485,8 +447,8 @@ async def test_upscale_of_an_own_result(images: tuple[InputImage, ...], url: str
     recorder = Recorder(SUBMITTED)
     source = SourceResult(provider="apispace", job_id=f"uid:{UID}",
                           vendor_data={"result_urls": [CDN]})
-    async with mock_provider(recorder) as provider:
-        await provider.submit(make_spec(Capability.UPSCALE, images=images, source=source))
+    async with mocked(recorder) as provider:
+        await provider.submit(spec(Capability.UPSCALE, images=images, source=source))
     assert recorder.body()["params"]["url"] == url
 
 
@@ -504,9 +466,9 @@ async def test_unservable_specs_fail_before_any_request(
     capability: Capability, images: tuple[InputImage, ...]
 ) -> None:
     recorder = Recorder(SUBMITTED)
-    async with mock_provider(recorder) as provider:
+    async with mocked(recorder) as provider:
         with pytest.raises(BadRequest):
-            await provider.submit(make_spec(capability, images=images))
+            await provider.submit(spec(capability, images=images))
     assert recorder.requests == []
 
 
@@ -522,7 +484,7 @@ async def test_unservable_specs_fail_before_any_request(
 )
 async def test_poll_every_status(data: dict[str, Any], expected: JobStatus) -> None:
     recorder = Recorder(json_response(ok(data)))
-    async with mock_provider(recorder) as provider:
+    async with mocked(recorder) as provider:
         state = await provider.poll(f"uid:{UID}")
     assert state.status is expected
     assert recorder.requests[0].url.path == "/aigc/query-image"
@@ -530,14 +492,38 @@ async def test_poll_every_status(data: dict[str, Any], expected: JobStatus) -> N
     assert recorder.requests[0].headers["x-apispace-token"] == TOKEN
 
 
+async def test_poll_reads_pending_at_the_top_level() -> None:
+    recorder = Recorder(json_response(fixture("apispace", "query_pending_top_level")))
+    async with mocked(recorder) as provider:
+        state = await provider.poll(f"uid:{UID}")
+    assert state.status is JobStatus.QUEUED and state.queue_position == 3
+
+
+async def test_anime_submit_sends_image_url_beside_url() -> None:
+    recorder = Recorder(SUBMITTED)
+    async with mocked(recorder) as provider:
+        await provider.submit(spec(Capability.ANIME))
+    assert recorder.body()["params"]["image_url"] == recorder.body()["params"]["url"]
+    assert recorder.body()["params"]["url"] == f"{MEDIA}/tok-a"
+
+
+async def test_callback_of_another_job_is_not_found() -> None:
+    async with mocked(Recorder(SUBMITTED)) as provider:
+        pass
+    payload = fixture("apispace", "callback_success")
+    assert provider.parse_callback(payload, f"uid:{UID}").status is JobStatus.SUCCEEDED
+    with pytest.raises(JobNotFound):
+        provider.parse_callback(payload, "uid:0123456789abcdef0123456789abcdef")
+
+
 async def test_poll_not_found_and_foreign_ids() -> None:
     recorder = Recorder(json_response(ok(status("not_found"))))
-    async with mock_provider(recorder) as provider:
+    async with mocked(recorder) as provider:
         with pytest.raises(JobNotFound):
             await provider.poll("uid:nope")
         with pytest.raises(JobNotFound):
             await provider.poll("task:123")
-        assert await provider.find_submitted(make_spec()) is None
+        assert await provider.find_submitted(spec()) is None
     assert len(recorder.requests) == 1
 
 
@@ -567,9 +553,9 @@ async def test_errors_are_mapped_and_leak_nothing(
     answer: httpx.Response | Exception, error: type[ProviderError],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="providers.apispace")
-    async with mock_provider(Recorder(answer)) as provider:
-        for call in (provider.submit(make_spec()), provider.poll(f"uid:{UID}")):
+    caplog.set_level(logging.DEBUG, logger="providers")
+    async with mocked(Recorder(answer)) as provider:
+        for call in (provider.submit(spec()), provider.poll(f"uid:{UID}")):
             with pytest.raises(error) as info:
                 await call
             text = f"{info.value} {info.value.vendor_message}"
@@ -581,11 +567,11 @@ async def test_errors_are_mapped_and_leak_nothing(
 
 
 async def test_echoed_token_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="providers.apispace")
+    caplog.set_level(logging.INFO, logger="providers")
     answer = json_response({"code": 401, "msg": f"token无效: {TOKEN}"}, 401)
-    async with mock_provider(Recorder(answer)) as provider:
+    async with mocked(Recorder(answer)) as provider:
         with pytest.raises(AuthError) as info:
-            await provider.submit(make_spec())
+            await provider.submit(spec())
     assert TOKEN not in info.value.vendor_message and "***" in info.value.vendor_message
     assert TOKEN not in caplog.text
 
@@ -614,18 +600,26 @@ def test_class_attributes() -> None:
 # End to end against FakeApispace over loopback HTTP
 # =========================================================================== #
 
-loopback = pytest.mark.asyncio(loop_scope="module")
+loopback_stack, env = loopback_fixture(
+    lambda: FakeApispace(queue_seconds=0.02, run_seconds=0.04), sp.Apispace)
 
 
-@dataclass
-class Receiver:
-    """The bot's /callbacks endpoint: answers from ``answers`` (then the last)."""
+def provider_for(env: VendorStack, token: str = "test-apispace-token",
+                 timeout: float = 2.0) -> sp.Apispace:
+    return make_provider(sp.Apispace, env.client, env.base_url, timeout=timeout,
+                         apispace_token=token)
 
-    answers: list[tuple[int, str]] = field(default_factory=list)
-    received: list[dict[str, Any]] = field(default_factory=list)
+
+class ScriptedEndpoint:
+    """A callback endpoint answering (status, text) pairs, then the last one
+    again: vendor_kit's Receiver answers only JSON with HTTP 200."""
+
+    def __init__(self, *answers: tuple[int, str]) -> None:
+        self.answers = list(answers)
+        self.app = Starlette(routes=[Route("/cb", self.endpoint, methods=["POST"])])
 
     async def endpoint(self, request: Request) -> Response:
-        self.received.append(await request.json())
+        await request.body()
         code, text = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         return Response(text, code, media_type="application/json")
 
@@ -633,85 +627,15 @@ class Receiver:
 OK_ANSWER = (200, json.dumps(sp.Apispace.callback_answer))
 
 
-@dataclass
-class Loopback:
-    fake: FakeApispace
-    base_url: str
-    client: httpx.AsyncClient
-    files: dict[str, bytes]
-    media: str
-    receiver: Receiver
-    callback_url: str
-
-    def provider(self, token: str = "test-apispace-token", timeout: float = 2.0) -> sp.Apispace:
-        return sp.Apispace(self.client, auth=sp.ApispaceAuth(token), base_url=self.base_url,
-                           timeout=httpx.Timeout(timeout))
-
-    def input(self, name: str, data: bytes) -> InputImage:
-        self.files[name] = data
-        return InputImage(data=data, url=f"{self.media}/{name}")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def loopback_stack() -> AsyncIterator[Loopback]:
-    fake = FakeApispace(queue_seconds=0.02, run_seconds=0.04)
-    files: dict[str, bytes] = {}
-    receiver = Receiver(answers=[OK_ANSWER])
-
-    async def media(request: Request) -> Response:
-        data = files.get(request.path_params["name"])
-        return Response(data, media_type="image/png") if data else Response(status_code=404)
-
-    bot = Starlette(routes=[
-        Route("/media/{name}", media),
-        Route("/callbacks/apispace/{token}", receiver.endpoint, methods=["POST"]),
-    ])
-    try:
-        async with serve(fake.app) as base_url, serve(bot) as bot_url, \
-                httpx.AsyncClient() as client:
-            yield Loopback(fake, base_url, client, files, f"{bot_url}/media", receiver,
-                           f"{bot_url}/callbacks/apispace/token")
-    finally:
-        await fake.aclose()
-
-
-@pytest.fixture
-def env(loopback_stack: Loopback) -> Loopback:
-    loopback_stack.fake.reset()
-    loopback_stack.receiver.answers[:] = [OK_ANSWER]
-    loopback_stack.receiver.received.clear()
-    return loopback_stack
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.005)
-
-
-async def poll_until_done(provider: sp.Apispace, job_id: str, timeout: float = 3.0
-                          ) -> list[JobState]:
-    states: list[JobState] = []
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        states.append(await provider.poll(job_id))
-        if states[-1].finished:
-            return states
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not finished: {states[-1] if states else None}")
-
-
-async def download(env: Loopback, state: JobState) -> Image.Image:
-    response = await env.client.get(state.images[0].url)
-    assert response.status_code == 200
-    return Image.open(io.BytesIO(response.content))
+async def download(env: VendorStack, state: JobState):
+    assert state.images[0].url
+    return await env.download(state.images[0].url)
 
 
 @loopback
-async def test_fake_txt2img_end_to_end(env: Loopback) -> None:
-    provider = env.provider()
-    submitted = await provider.submit(make_spec(aspect_ratio="16:9"))
+async def test_fake_txt2img_end_to_end(env: VendorStack) -> None:
+    provider = provider_for(env)
+    submitted = await provider.submit(spec(aspect_ratio="16:9"))
     states = await poll_until_done(provider, submitted.job_id)
     assert [s.status for s in states][0] is JobStatus.QUEUED and states[0].queue_position == 1
     assert {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED} <= {s.status for s in states}
@@ -725,11 +649,11 @@ async def test_fake_txt2img_end_to_end(env: Loopback) -> None:
     [(Capability.IMG2IMG, (40, 30)), (Capability.ANIME, (40, 30)),
      (Capability.UPSCALE, (160, 120))],  # ×4
 )
-async def test_fake_fetches_the_input_url(env: Loopback, capability: Capability,
+async def test_fake_fetches_the_input_url(env: VendorStack, capability: Capability,
                                           size: tuple[int, int]) -> None:
-    provider = env.provider()
+    provider = provider_for(env)
     source = env.input(f"in-{capability}", png(40, 30))
-    submitted = await provider.submit(make_spec(capability, images=(source,), strength=0.6))
+    submitted = await provider.submit(spec(capability, images=(source,), strength=0.6))
     final = (await poll_until_done(provider, submitted.job_id))[-1]
     assert final.status is JobStatus.SUCCEEDED
     assert env.fake.fetched_urls() == [source.url] and env.fake.fetches[0].ok
@@ -737,10 +661,10 @@ async def test_fake_fetches_the_input_url(env: Loopback, capability: Capability,
 
 
 @loopback
-async def test_fake_unreachable_input_ends_in_exception(env: Loopback) -> None:
-    provider = env.provider()
-    gone = InputImage(data=png(), url=f"{env.media}/gone")
-    submitted = await provider.submit(make_spec(Capability.IMG2IMG, images=(gone,)))
+async def test_fake_unreachable_input_ends_in_exception(env: VendorStack) -> None:
+    provider = provider_for(env)
+    gone = input_image(url=f"{env.media}/gone")
+    submitted = await provider.submit(spec(Capability.IMG2IMG, images=(gone,)))
     env.fake.finish(submitted.job_id)
     state = await provider.poll(submitted.job_id)
     assert state.status is JobStatus.FAILED and "download" in state.error_detail
@@ -748,76 +672,78 @@ async def test_fake_unreachable_input_ends_in_exception(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_callback_is_delivered_and_parsed(env: Loopback) -> None:
-    provider = env.provider()
-    submitted = await provider.submit(make_spec(callback_url=env.callback_url))
+async def test_fake_callback_is_delivered_and_parsed(env: VendorStack) -> None:
+    provider = provider_for(env)
+    submitted = await provider.submit(spec(callback_url=env.callback_url))
     attempts = await env.fake.wait_for_callbacks(1)
     await asyncio.sleep(0.03)  # nothing more once accepted
     assert len(env.fake.callbacks) == 1 and attempts[0].accepted
-    job_id, state = provider.parse_callback(env.receiver.received[0])
-    assert job_id == submitted.job_id and state.status is JobStatus.SUCCEEDED
+    state = provider.parse_callback(env.receiver.received[0], submitted.job_id)
+    assert state.status is JobStatus.SUCCEEDED
     assert (await download(env, state)).size == (512, 512)
+    with pytest.raises(JobNotFound):  # the token of another task
+        provider.parse_callback(env.receiver.received[0], "uid:another")
 
 
 @loopback
 @pytest.mark.parametrize("bad_answer", [(500, '{"error": "busy"}'), (200, "OK, not JSON")])
 async def test_fake_callback_is_retried_until_a_json_2xx(
-    env: Loopback, bad_answer: tuple[int, str]
+    env: VendorStack, bad_answer: tuple[int, str]
 ) -> None:
     env.fake.callback_delay_scale = 0.005  # 3 s → 15 ms
-    env.receiver.answers[:] = [bad_answer, bad_answer, OK_ANSWER]
-    provider = env.provider()
-    await provider.submit(make_spec(callback_url=env.callback_url))
-    attempts = await env.fake.wait_for_callbacks(3)
-    await asyncio.sleep(0.05)
+    receiver = ScriptedEndpoint(bad_answer, bad_answer, OK_ANSWER)
+    async with serve(receiver.app) as url:
+        await provider_for(env).submit(spec(callback_url=f"{url}/cb"))
+        attempts = await env.fake.wait_for_callbacks(3)
+        await asyncio.sleep(0.05)
     assert [a.accepted for a in env.fake.callbacks] == [False, False, True]
     assert attempts[1].at - attempts[0].at >= 3 * 0.005 * 0.9
 
 
 @loopback
-async def test_fake_callback_gives_up_after_ten_tries(env: Loopback) -> None:
+async def test_fake_callback_gives_up_after_ten_tries(env: VendorStack) -> None:
     env.fake.callback_delay_scale = 0.001
-    env.receiver.answers[:] = [(503, "{}")]
-    await env.provider().submit(make_spec(callback_url=env.callback_url))
-    await env.fake.wait_for_callbacks(10)
-    await asyncio.sleep(0.05)
+    async with serve(ScriptedEndpoint((503, "{}")).app) as url:
+        await provider_for(env).submit(spec(callback_url=f"{url}/cb"))
+        await env.fake.wait_for_callbacks(10)
+        await asyncio.sleep(0.05)
     assert len(env.fake.callbacks) == 10 and not any(a.accepted for a in env.fake.callbacks)
 
 
 @loopback
-async def test_fake_moderation_by_poll_and_by_callback(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_moderation_by_poll_and_by_callback(env: VendorStack) -> None:
+    provider = provider_for(env)
     env.fake.moderate_next("porn")
-    submitted = await provider.submit(make_spec(callback_url=env.callback_url))
+    submitted = await provider.submit(spec(callback_url=env.callback_url))
     env.fake.finish(submitted.job_id)
     state = await provider.poll(submitted.job_id)
     assert state.status is JobStatus.FAILED and state.error_kind == ContentRejected.kind
     await env.fake.wait_for_callbacks(1)
     payload = env.receiver.received[0]
     assert payload["success"] is True and payload["data"]["safe"] is False
-    job_id, state = provider.parse_callback(payload)
-    assert job_id == submitted.job_id and state.error_kind == ContentRejected.kind
+    state = provider.parse_callback(payload, submitted.job_id)
+    assert state.error_kind == ContentRejected.kind
 
 
 @loopback
-async def test_fake_exception_by_poll_and_by_callback(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_exception_by_poll_and_by_callback(env: VendorStack) -> None:
+    provider = provider_for(env)
     env.fake.fail_job_next("txt2img.sd -> start -> run_algorithm : CUDA out of memory")
-    submitted = await provider.submit(make_spec(callback_url=env.callback_url))
+    submitted = await provider.submit(spec(callback_url=env.callback_url))
     env.fake.finish(submitted.job_id)
     state = await provider.poll(submitted.job_id)
     assert state.status is JobStatus.FAILED and "CUDA" in state.error_detail
     await env.fake.wait_for_callbacks(1)
     assert env.receiver.received[0]["success"] is False
-    job_id, state = provider.parse_callback(env.receiver.received[0])
-    assert job_id == submitted.job_id and state.status is JobStatus.FAILED
+    state = provider.parse_callback(env.receiver.received[0], submitted.job_id)
+    assert state.status is JobStatus.FAILED
 
 
 @loopback
-async def test_fake_result_urls_expire(env: Loopback) -> None:
+async def test_fake_result_urls_expire(env: VendorStack) -> None:
     env.fake.url_ttl = 60
-    provider = env.provider()
-    submitted = await provider.submit(make_spec())
+    provider = provider_for(env)
+    submitted = await provider.submit(spec())
     env.fake.finish(submitted.job_id)
     url = (await provider.poll(submitted.job_id)).images[0].url
     assert (await env.client.get(url)).status_code == 200
@@ -826,16 +752,16 @@ async def test_fake_result_urls_expire(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_unknown_uid(env: Loopback) -> None:
+async def test_fake_unknown_uid(env: VendorStack) -> None:
     with pytest.raises(JobNotFound):
-        await env.provider().poll("uid:0123456789abcdef0123456789abcdef")
+        await provider_for(env).poll("uid:0123456789abcdef0123456789abcdef")
 
 
 @loopback
-async def test_fake_rejects_a_wrong_token(env: Loopback) -> None:
+async def test_fake_rejects_a_wrong_token(env: VendorStack) -> None:
     before = len(env.fake.jobs)
     with pytest.raises(AuthError):
-        await env.provider(token="wrong-token").submit(make_spec())
+        await provider_for(env, token="wrong-token").submit(spec())
     assert len(env.fake.jobs) == before
 
 
@@ -853,26 +779,26 @@ async def test_fake_rejects_a_wrong_token(env: Loopback) -> None:
         ("timeout", VendorTimeout),
     ],
 )
-async def test_fake_faults(env: Loopback, fault: str, error: type[ProviderError]) -> None:
+async def test_fake_faults(env: VendorStack, fault: str, error: type[ProviderError]) -> None:
     env.fake.timeout_seconds = 0.1
-    provider = env.provider(timeout=0.03)
+    provider = provider_for(env, timeout=0.03)
     env.fake.fail_next(fault, path="txt2img")
     before = len(env.fake.jobs)
     with pytest.raises(error) as info:
-        await provider.submit(make_spec())
+        await provider.submit(spec())
     if fault == "rate_limited":
         assert info.value.retry_after == 1.0
     if fault == "timeout":  # the vendor took the job though we gave up waiting
         await eventually(lambda: len(env.fake.jobs) == before + 1)
     else:  # a one-off: the same submit goes through now
-        assert (await provider.submit(make_spec())).job_id.startswith("uid:")
+        assert (await provider.submit(spec())).job_id.startswith("uid:")
 
 
 @loopback
-async def test_fake_faults_on_queries_only(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_faults_on_queries_only(env: VendorStack) -> None:
+    provider = provider_for(env)
     env.fake.fail_next("rate_limited", times=2, path="query-image")
-    submitted = await provider.submit(make_spec())
+    submitted = await provider.submit(spec())
     for _ in range(2):
         with pytest.raises(RateLimited):
             await provider.poll(submitted.job_id)
@@ -899,7 +825,7 @@ async def test_fake_faults_on_queries_only(env: Loopback) -> None:
     ],
 )
 async def test_fake_is_as_strict_as_the_document(
-    env: Loopback, path: str, body: dict[str, Any], problem: str
+    env: VendorStack, path: str, body: dict[str, Any], problem: str
 ) -> None:
     before = len(env.fake.jobs)
     response = await env.client.post(
@@ -912,7 +838,7 @@ async def test_fake_is_as_strict_as_the_document(
 
 
 @loopback
-async def test_fake_needs_both_auth_headers(env: Loopback) -> None:
+async def test_fake_needs_both_auth_headers(env: VendorStack) -> None:
     response = await env.client.post(
         f"{env.base_url}/aigc/query-image", json={"uid": "x"},
         headers={"X-APISpace-Token": "test-apispace-token"},
@@ -921,9 +847,9 @@ async def test_fake_needs_both_auth_headers(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_sees_the_token_only_in_its_header(env: Loopback) -> None:
-    provider = env.provider()
-    submitted = await provider.submit(make_spec(
+async def test_fake_sees_the_token_only_in_its_header(env: VendorStack) -> None:
+    provider = provider_for(env)
+    submitted = await provider.submit(spec(
         Capability.ANIME, images=(env.input("leak", png()),), callback_url=env.callback_url))
     await poll_until_done(provider, submitted.job_id)
     requests = env.fake.api_requests()

@@ -4,81 +4,55 @@ and end to end against FakeJuhe over loopback HTTP."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
-import json
 import logging
 import math
 import random
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 import pytest
-import pytest_asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from pydantic import SecretStr
 
+from bot.config import Settings
 from providers import juhe as j
-from providers.errors import (
-    AuthError,
-    BadRequest,
-    ContentRejected,
-    JobNotFound,
-    MalformedResponse,
-    ProviderError,
-    QuotaExceeded,
-    RateLimited,
-    Unavailable,
-    VendorTimeout,
-)
+from providers.errors import (AuthError, BadRequest, ContentRejected, JobNotFound,
+                              MalformedResponse, ProviderError, QuotaExceeded, RateLimited,
+                              Unavailable, VendorTimeout)
 from providers.types import Capability, GenerationParams, InputImage, JobSpec, JobStatus
 from tests.fakes.juhe import FakeJuhe, form_of
-from tests.fakes.server import serve
+from tests.vendor_kit import (Recorder, VendorStack, fixture, input_image, json_response,
+                              loopback, loopback_fixture, make_provider, make_spec,
+                              mock_provider, png)
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "juhe"
 KEY = "juhe-key-SECRET-0123"
 BASE = "http://juhe.example.test"
+EDIT_PROMPT = "把图中的猫换成狗"
 
 
-def fixture(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text("utf-8"))
-
-
-def picture(
-    width: int = 64, height: int = 64, fmt: str = "PNG", color: tuple[int, int, int] = (200, 30, 30)
-) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def image(data: bytes | None = None, mime: str = "image/png") -> InputImage:
-    return InputImage(data=data if data is not None else picture(), mime=mime)
-
-
-def make_spec(
-    capability: Capability = Capability.EDIT,
-    *,
-    images: tuple[InputImage, ...] = (),
-    business_id: str = "task-0001",
-    **params: Any,
-) -> JobSpec:
-    params.setdefault("prompt", "把图中的猫换成狗")
-    return JobSpec(capability=capability, params=GenerationParams(**params), images=images,
-                   business_id=business_id)
+def edit(*images: InputImage, **params: Any) -> JobSpec:
+    params.setdefault("prompt", EDIT_PROMPT)
+    return make_spec(Capability.EDIT, images=images, **params)
 
 
 def decode_uri(uri: str) -> tuple[str, bytes]:
     header, _, payload = uri.partition(",")
     assert header.startswith("data:") and header.endswith(";base64")
     return header[5:-7], base64.b64decode(payload, validate=True)
+
+
+def noisy(width: int, height: int, mode: str = "RGB") -> bytes:
+    """An incompressible PNG (large data URI)."""
+    data = random.Random(7).randbytes(width * height * len(mode))
+    buffer = io.BytesIO()
+    Image.frombytes(mode, (width, height), data).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
 
 
 # =========================================================================== #
@@ -95,6 +69,11 @@ def test_text_limit_is_800_characters_of_any_script() -> None:
     for empty in ("", "   "):
         with pytest.raises(BadRequest):
             j.check_text(empty)
+
+
+def test_routing_knows_the_prompt_limit() -> None:
+    """Routing skips juhe past 800 characters instead of failing the task there."""
+    assert j.Juhe.max_prompt_chars == j.MAX_TEXT_CHARS == 800
 
 
 @pytest.mark.parametrize(
@@ -117,41 +96,37 @@ def test_image_references_become_tu_n(text: str, count: int, expected: str) -> N
     [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("BMP", "image/bmp"),
      ("TIFF", "image/tiff"), ("WEBP", "image/webp")],
 )
-def test_data_uri_names_the_real_format(fmt: str, mime: str) -> None:
-    data = picture(fmt=fmt)
-    # InputImage.mime says PNG; the URI must say what the bytes are [seed].
-    uri = j.image_data_uri(InputImage(data=data, mime="image/png"), 1)
-    assert decode_uri(uri) == (mime, data)
+def test_data_uri_names_the_format_and_keeps_the_bytes(fmt: str, mime: str) -> None:
+    data = png(fmt=fmt)
+    # The engine's measured MIME type goes into the URI, which must agree with the bytes [seed].
+    assert decode_uri(j.image_data_uri(input_image(data), 1)) == (mime, data)
 
 
 def test_unsupported_format_is_converted_to_jpeg() -> None:
-    uri = j.image_data_uri(image(picture(fmt="GIF"), "image/gif"), 1)
-    mime, data = decode_uri(uri)
+    gif = input_image(png(fmt="GIF"))
+    assert gif.mime == "image/gif"
+    mime, data = decode_uri(j.image_data_uri(gif, 1))
     assert mime == "image/jpeg" and Image.open(io.BytesIO(data)).format == "JPEG"
 
 
-def test_not_an_image_is_refused() -> None:
+def test_unconvertible_image_is_refused() -> None:
     with pytest.raises(BadRequest, match="image2"):
-        j.image_data_uri(image(b"not an image"), 2)
+        j.image_data_uri(input_image(b"not an image", mime="image/gif"), 2)
 
 
-def noisy(width: int, height: int, mode: str = "RGB") -> bytes:
-    """An incompressible PNG (large data URI)."""
-    img = Image.frombytes(mode, (width, height), _random_bytes(width * height * len(mode)))
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def _random_bytes(count: int) -> bytes:
-    return random.Random(7).randbytes(count)
+@settings(max_examples=200, deadline=None)
+@given(max_chars=st.integers(30, 5000), mime=st.sampled_from(["image/jpeg", "image/webp"]))
+def test_data_uri_budget_is_the_largest_size_that_fits(max_chars: int, mime: str) -> None:
+    budget = j.data_uri_budget(max_chars, mime)
+    assert len(j.data_uri(b"x" * budget, mime)) <= max_chars
+    assert len(j.data_uri(b"x" * (budget + 1), mime)) > max_chars
 
 
 def test_too_large_input_is_shrunk_under_the_limit() -> None:
     limit = j.Assumptions(max_data_uri_chars=200_000)
     data = noisy(600, 300, "RGBA")
     assert len(j.data_uri(data, "image/png")) > limit.max_data_uri_chars
-    uri = j.image_data_uri(image(data), 1, limit)
+    uri = j.image_data_uri(input_image(data), 1, limit)
     assert len(uri) <= limit.max_data_uri_chars
     mime, shrunk = decode_uri(uri)
     result = Image.open(io.BytesIO(shrunk))
@@ -159,17 +134,26 @@ def test_too_large_input_is_shrunk_under_the_limit() -> None:
     assert result.width / result.height == pytest.approx(2, rel=0.02)
 
 
+def test_an_input_just_over_the_limit_is_shrunk_and_one_at_it_is_not() -> None:
+    data = noisy(40, 40)
+    exact = len(j.data_uri(data, "image/png"))
+    assert j.image_data_uri(input_image(data), 1, j.Assumptions(max_data_uri_chars=exact)) == (
+        j.data_uri(data, "image/png"))
+    shrunk = j.image_data_uri(input_image(data), 1, j.Assumptions(max_data_uri_chars=exact - 1))
+    assert decode_uri(shrunk)[0] == "image/jpeg" and len(shrunk) < exact
+
+
 def test_a_shrunk_input_is_at_most_2048_on_the_long_side() -> None:
     big = noisy(2500, 300)
-    uri = j.image_data_uri(image(big), 1, j.Assumptions(max_data_uri_chars=1_000_000))
+    uri = j.image_data_uri(input_image(big), 1, j.Assumptions(max_data_uri_chars=1_000_000))
     assert max(Image.open(io.BytesIO(decode_uri(uri)[1])).size) == 2048
     # a large but small-enough file goes as it is
-    assert decode_uri(j.image_data_uri(image(picture(3000, 1000)), 1))[1] == picture(3000, 1000)
+    assert decode_uri(j.image_data_uri(input_image(png(3000, 1000)), 1))[1] == png(3000, 1000)
 
 
 def test_input_that_cannot_fit_is_refused() -> None:
     with pytest.raises(BadRequest, match="too large"):
-        j.image_data_uri(image(noisy(300, 300)), 1, j.Assumptions(max_data_uri_chars=500))
+        j.image_data_uri(input_image(noisy(300, 300)), 1, j.Assumptions(max_data_uri_chars=500))
 
 
 @settings(max_examples=200, deadline=None)
@@ -232,17 +216,17 @@ def test_txt2img_size_code_is_never_farther_than_another(a: int, b: int) -> None
 
 
 def test_edit_form_has_exactly_the_documented_fields_in_order() -> None:
-    example = dict(parse_qsl(fixture("edit_request_example")["body"], keep_blank_values=True))
-    form = j.build_edit_form(KEY, GenerationParams(prompt="换成狗"), [image()])
-    assert list(form) == list(example)
+    example = fixture("juhe", "edit_request_example")["body"]
+    form = j.build_edit_form(KEY, GenerationParams(prompt="换成狗"), [input_image()])
+    assert list(form) == list(dict(parse_qsl(example, keep_blank_values=True)))
     assert form["key"] == KEY and form["text"] == "换成狗"
     assert decode_uri(form["image1"])[0] == "image/png"
     assert form["image2"] == form["image3"] == ""
-    assert form["size"] == "" and form["model"] == "auto"
+    assert form["size"] == "" and form["model"] == "auto"  # "模型,默认:auto" [seed]
 
 
 def test_edit_form_with_three_images_and_a_model() -> None:
-    images = [image(picture(fmt="JPEG")), image(), image(picture(fmt="WEBP"))]
+    images = [input_image(png(fmt="JPEG")), input_image(), input_image(png(fmt="WEBP"))]
     params = GenerationParams(prompt="put image 3 on image 1", model="custom-1", aspect_ratio="4:3")
     form = j.build_edit_form(KEY, params, images)
     assert [decode_uri(form[f"image{n}"])[0] for n in (1, 2, 3)] == [
@@ -255,12 +239,15 @@ def test_edit_form_with_three_images_and_a_model() -> None:
 @pytest.mark.parametrize("count", [0, 4])
 def test_edit_takes_one_to_three_images(count: int) -> None:
     with pytest.raises(BadRequest):
-        j.build_edit_form(KEY, GenerationParams(prompt="x"), [image()] * count)
+        j.build_edit_form(KEY, GenerationParams(prompt="x"), [input_image()] * count)
 
 
-def test_txt2img_form() -> None:
+def test_txt2img_sends_model_auto_by_default() -> None:
+    """VENDORS.md corrections: txt2img clients send `model: "auto"` (not empty)."""
     form = j.build_txt2img_form(KEY, GenerationParams(prompt="一只猫", aspect_ratio="9:16"))
-    assert form == {"key": KEY, "prompt": "一只猫", "size": "5", "model": ""}
+    assert form == {"key": KEY, "prompt": "一只猫", "size": "5", "model": "auto"}
+    chosen = j.build_txt2img_form(KEY, GenerationParams(prompt="一只猫", model="custom-1"))
+    assert chosen["model"] == "custom-1"
     with pytest.raises(BadRequest):
         j.build_txt2img_form(KEY, GenerationParams(prompt="x" * 801))
 
@@ -271,7 +258,7 @@ def test_txt2img_form() -> None:
 
 
 def test_seed_example_answer() -> None:
-    result = j.parse_result(fixture("edit_success"))
+    result = j.parse_result(fixture("juhe", "edit_success"))
     assert result.orderid == "JH825251202145803Ae61U"
     assert len(result.urls) == 1 and result.urls[0].startswith(
         "https://dashscope-result-hz.oss-cn-hangzhou.aliyuncs.com/7d/d4/20251202/"
@@ -352,50 +339,29 @@ def test_generation_failure_is_not_transient_and_network_error_is() -> None:
 # =========================================================================== #
 
 
-class Recorder:
-    """A MockTransport handler that answers from a queue and records requests."""
-
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def form(self, index: int = -1) -> dict[str, str]:
-        content = self.requests[index].content.decode("ascii")
-        return dict(parse_qsl(content, keep_blank_values=True))
-
-
-@contextlib.asynccontextmanager
-async def mock_provider(recorder: Recorder, timeout: float = 2.0) -> AsyncIterator[j.Juhe]:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        yield j.Juhe(client, api_key=KEY, base_url=BASE + "/", timeout=httpx.Timeout(timeout))
+def mocked(recorder: Recorder) -> AbstractAsyncContextManager[j.Juhe]:
+    return mock_provider(j.Juhe, recorder, BASE + "/", juhe_api_key=KEY)
 
 
 def ok_edit() -> httpx.Response:
-    return httpx.Response(200, json=fixture("edit_success"))
+    return json_response(fixture("juhe", "edit_success"))
 
 
 def code(number: int, reason: str = "失败") -> httpx.Response:
-    return httpx.Response(200, json={"reason": reason, "result": None, "error_code": number})
+    return json_response({"reason": reason, "result": None, "error_code": number})
 
 
 async def test_edit_request_shape_and_synchronous_result() -> None:
     recorder = Recorder(ok_edit())
-    photo = picture(fmt="JPEG")
-    async with mock_provider(recorder) as provider:
-        submitted = await provider.submit(make_spec(images=(image(photo, "image/jpeg"),)))
+    photo = png(fmt="JPEG")
+    async with mocked(recorder) as provider:
+        submitted = await provider.submit(edit(input_image(photo)))
     request = recorder.requests[0]
     assert request.method == "POST" and str(request.url) == f"{BASE}/image_edit/edit"
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
     assert "authorization" not in request.headers and KEY not in str(request.url)
     form = recorder.form()
-    assert form["key"] == KEY and form["text"] == "把图中的猫换成狗"
+    assert form["key"] == KEY and form["text"] == EDIT_PROMPT
     assert decode_uri(form["image1"]) == ("image/jpeg", photo)
     assert submitted.job_id == "juhe:JH825251202145803Ae61U"
     assert submitted.state is not None and submitted.state.finished
@@ -403,39 +369,38 @@ async def test_edit_request_shape_and_synchronous_result() -> None:
     assert submitted.state.images[0].url.startswith("https://dashscope-result-hz.")
 
 
-def test_default_timeout_allows_the_documented_60_seconds() -> None:
-    provider = j.Juhe(httpx.AsyncClient(), api_key=KEY, base_url=BASE)
-    assert provider.timeout.read == 60.0 and provider.timeout.connect == 5.0
-
-
-async def test_timeout_is_passed_on_each_call() -> None:
+async def test_the_documented_60_second_timeout_is_passed_on_each_call() -> None:
     recorder = Recorder(ok_edit())
+    stub = SimpleNamespace(juhe_api_key=KEY, juhe_base_url=BASE)
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        provider = j.Juhe(client, api_key=KEY, base_url=BASE)
-        await provider.submit(make_spec(images=(image(),)))
+        provider = j.Juhe.from_settings(stub, client)
+        assert isinstance(provider, j.Juhe)
+        assert provider.call_timeout.read == 60.0 and provider.call_timeout.connect == 5.0
+        await provider.submit(edit(input_image()))
     assert recorder.requests[0].extensions["timeout"]["read"] == 60.0
 
 
 async def test_txt2img_request_shape() -> None:
-    answer = httpx.Response(200, json={"error_code": 0, "reason": "成功",
-                                       "result": {"orderid": "JH77", "image": "https://r/77.png"}})
+    answer = json_response({"error_code": 0, "reason": "成功",
+                            "result": {"orderid": "JH77", "image": "https://r/77.png"}})
     recorder = Recorder(answer)
-    async with mock_provider(recorder) as provider:
+    async with mocked(recorder) as provider:
         submitted = await provider.submit(
             make_spec(Capability.TXT2IMG, prompt="山水画", aspect_ratio="16:9")
         )
     assert recorder.requests[0].url.path == "/text2image/generate"
-    assert recorder.form() == {"key": KEY, "prompt": "山水画", "size": "2", "model": ""}
+    assert recorder.form() == {"key": KEY, "prompt": "山水画", "size": "2", "model": "auto"}
     assert submitted.job_id == "juhe:JH77"
     assert submitted.state is not None and submitted.state.images[0].url == "https://r/77.png"
 
 
 async def test_img2img_is_an_edit_of_one_image() -> None:
     recorder = Recorder(ok_edit())
-    async with mock_provider(recorder) as provider:
-        await provider.submit(make_spec(Capability.IMG2IMG, images=(image(),), prompt="油画风格"))
+    async with mocked(recorder) as provider:
+        await provider.submit(
+            make_spec(Capability.IMG2IMG, images=(input_image(),), prompt="油画风格"))
         with pytest.raises(BadRequest):
-            await provider.submit(make_spec(Capability.IMG2IMG, images=(image(), image())))
+            await provider.submit(make_spec(Capability.IMG2IMG, images=(input_image(),) * 2))
     assert len(recorder.requests) == 1
     assert recorder.requests[0].url.path == "/image_edit/edit"
     assert recorder.form()["text"] == "油画风格"
@@ -443,25 +408,25 @@ async def test_img2img_is_an_edit_of_one_image() -> None:
 
 async def test_answer_without_orderid_is_named_after_our_id() -> None:
     body = {"error_code": 0, "result": {"images": [{"image": "https://r/x.png"}]}}
-    async with mock_provider(Recorder(httpx.Response(200, json=body))) as provider:
-        submitted = await provider.submit(make_spec(images=(image(),), business_id="b-9"))
+    async with mocked(Recorder(json_response(body))) as provider:
+        submitted = await provider.submit(edit(input_image(), business_id="b-9"))
     assert submitted.job_id == "juhe:b-9"
 
 
 @pytest.mark.parametrize(
     "spec",
     [
-        make_spec(images=(image(),), prompt="x" * 801),
-        make_spec(images=()),
-        make_spec(images=(image(),) * 4),
-        make_spec(images=(image(b"garbage"),)),
+        edit(input_image(), prompt="x" * 801),
+        edit(),
+        edit(*[input_image()] * 4),
+        edit(input_image(b"garbage", mime="image/gif")),
         make_spec(Capability.TXT2IMG, prompt="   "),
-        make_spec(Capability.UPSCALE, images=(image(),)),
+        make_spec(Capability.UPSCALE, images=(input_image(),)),
     ],
 )
 async def test_unservable_specs_fail_before_any_request(spec: JobSpec) -> None:
     recorder = Recorder(ok_edit())
-    async with mock_provider(recorder) as provider:
+    async with mocked(recorder) as provider:
         with pytest.raises(BadRequest):
             await provider.submit(spec)
     assert recorder.requests == []
@@ -469,9 +434,9 @@ async def test_unservable_specs_fail_before_any_request(spec: JobSpec) -> None:
 
 @pytest.mark.parametrize(("number", "error"), EVERY_CODE)
 async def test_error_codes_with_http_200(number: int, error: type[ProviderError]) -> None:
-    async with mock_provider(Recorder(code(number))) as provider:
+    async with mocked(Recorder(code(number))) as provider:
         with pytest.raises(error) as info:
-            await provider.submit(make_spec(images=(image(),)))
+            await provider.submit(edit(input_image()))
     assert type(info.value) is error
 
 
@@ -494,10 +459,10 @@ async def test_error_codes_with_http_200(number: int, error: type[ProviderError]
 async def test_transport_and_http_errors_leak_nothing(
     answer: httpx.Response | Exception, error: type[ProviderError], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="providers.juhe")
-    async with mock_provider(Recorder(answer)) as provider:
+    caplog.set_level(logging.DEBUG, logger="providers")
+    async with mocked(Recorder(answer)) as provider:
         with pytest.raises(error) as info:
-            await provider.submit(make_spec(images=(image(),)))
+            await provider.submit(edit(input_image()))
     text = f"{info.value} {info.value.vendor_message} {caplog.text}"
     assert KEY not in text and "juhe.example.test" not in text
     assert not isinstance(info.value.__cause__, httpx.HTTPError)
@@ -506,41 +471,42 @@ async def test_transport_and_http_errors_leak_nothing(
 
 
 async def test_echoed_key_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="providers.juhe")
-    async with mock_provider(Recorder(code(10001, f"错误的请求KEY: {KEY}"))) as provider:
+    caplog.set_level(logging.INFO, logger="providers")
+    async with mocked(Recorder(code(10001, f"错误的请求KEY: {KEY}"))) as provider:
         with pytest.raises(AuthError) as info:
-            await provider.submit(make_spec(images=(image(),)))
+            await provider.submit(edit(input_image()))
     assert KEY not in info.value.vendor_message and "***" in info.value.vendor_message
     assert KEY not in caplog.text and "错误的请求KEY" in caplog.text
 
 
 async def test_poll_raises_job_not_found_without_a_request() -> None:
     recorder = Recorder(ok_edit())
-    async with mock_provider(recorder) as provider:
+    async with mocked(recorder) as provider:
         with pytest.raises(JobNotFound):
             await provider.poll("juhe:JH825251202145803Ae61U")
-        assert await provider.find_submitted(make_spec(images=(image(),))) is None
+        assert await provider.find_submitted(edit(input_image())) is None
     assert recorder.requests == []
 
 
 async def test_probe_uses_an_empty_request() -> None:
     recorder = Recorder(code(282501))
-    async with mock_provider(recorder) as provider:
+    async with mocked(recorder) as provider:
         assert await provider.probe() == "ok"
     assert recorder.form() == {"key": KEY, "text": "", "image1": ""}
-    async with mock_provider(Recorder(code(10001))) as provider:
+    async with mocked(Recorder(code(10001))) as provider:
         assert await provider.probe() == "auth"
-    async with mock_provider(Recorder(httpx.ConnectError("down"))) as provider:
+    async with mocked(Recorder(httpx.ConnectError("down"))) as provider:
         assert await provider.probe() == "unavailable"
 
 
 async def test_from_settings_and_class_attributes() -> None:
-    settings_off = SimpleNamespace(juhe_api_key=None, juhe_base_url=BASE)
-    settings_on = SimpleNamespace(juhe_api_key=SecretStr(KEY), juhe_base_url=BASE + "/")
     async with httpx.AsyncClient() as client:
-        assert j.Juhe.from_settings(settings_off, client) is None
-        provider = j.Juhe.from_settings(settings_on, client)
-    assert provider is not None and provider.base_url == BASE and provider.client is client
+        for off in (None, SecretStr("  ")):
+            assert j.Juhe.from_settings(SimpleNamespace(juhe_api_key=off, juhe_base_url=BASE),
+                                        client) is None
+        provider = make_provider(j.Juhe, client, BASE + "/", juhe_api_key=SecretStr(KEY))
+    assert provider.base_url == BASE and provider.client is client
+    assert provider.auth is None  # the key travels in the form body [seed]
     assert KEY not in repr(provider)
     p = j.Juhe
     assert p.id == "juhe" and not p.supports_callbacks and p.image_input == "data_uri"
@@ -549,57 +515,36 @@ async def test_from_settings_and_class_attributes() -> None:
     assert provider.available_capabilities(has_public_url=False) == p.capabilities
 
 
+async def test_default_base_url_is_https(monkeypatch: pytest.MonkeyPatch) -> None:
+    """VENDORS.md corrections: https://gpt.juhe.cn by default (the key is in the body)."""
+    monkeypatch.delenv("JUHE_BASE_URL", raising=False)
+    settings = Settings(telegram_bot_token="1:token", juhe_api_key=KEY, _env_file=None)
+    async with httpx.AsyncClient() as client:
+        provider = j.Juhe.from_settings(settings, client)
+    assert provider is not None and provider.base_url == "https://gpt.juhe.cn"
+
+
 # =========================================================================== #
 # End to end against FakeJuhe over loopback HTTP
 # =========================================================================== #
 
-loopback = pytest.mark.asyncio(loop_scope="module")
+loopback_stack, env = loopback_fixture(FakeJuhe, j.Juhe)
 
 
-@dataclass
-class Loopback:
-    fake: FakeJuhe
-    base_url: str
-    client: httpx.AsyncClient
-
-    def provider(self, key: str = "test-juhe-key", timeout: float = 2.0) -> j.Juhe:
-        return j.Juhe(self.client, api_key=key, base_url=self.base_url,
-                      timeout=httpx.Timeout(timeout))
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def loopback_stack() -> AsyncIterator[Loopback]:
-    fake = FakeJuhe()
-    try:
-        async with serve(fake.app) as base_url, httpx.AsyncClient() as client:
-            yield Loopback(fake, base_url, client)
-    finally:
-        await fake.aclose()
-
-
-@pytest.fixture
-def env(loopback_stack: Loopback) -> Loopback:
-    loopback_stack.fake.reset()
-    return loopback_stack
-
-
-async def download(env: Loopback, url: str) -> Image.Image:
-    response = await env.client.get(url)
-    assert response.status_code == 200
-    return Image.open(io.BytesIO(response.content))
+def juhe(env: VendorStack, key: str = "test-juhe-key", timeout: float = 2.0) -> j.Juhe:
+    return make_provider(j.Juhe, env.client, env.base_url, timeout=timeout, juhe_api_key=key)
 
 
 @loopback
-async def test_fake_edit_end_to_end(env: Loopback) -> None:
+async def test_fake_edit_end_to_end(env: VendorStack) -> None:
     env.fake.delay_seconds = 0.05  # synchronous: the answer waits for the image
-    provider = env.provider()
-    first = picture(300, 200, "PNG", (250, 0, 0))
-    second = picture(80, 80, "JPEG", (0, 0, 250))
-    spec = make_spec(images=(image(first), image(second, "image/jpeg")),
-                     prompt="put image 2 in the corner of image 1", aspect_ratio="16:9")
-    submitted = await provider.submit(spec)
+    first = png(300, 200, (250, 0, 0))
+    second = png(80, 80, (0, 0, 250), fmt="JPEG")
+    spec = edit(input_image(first), input_image(second),
+                prompt="put image 2 in the corner of image 1", aspect_ratio="16:9")
+    submitted = await juhe(env).submit(spec)
     assert submitted.state is not None and submitted.state.status is JobStatus.SUCCEEDED
-    result = await download(env, submitted.state.images[0].url)
+    result = await env.download(submitted.state.images[0].url)
     assert result.format == "PNG" and result.size == (1024, 576)
     assert result.convert("RGB").getpixel((600, 300))[:3] == (5, 255, 255)  # image1, inverted
     order = env.fake.order(submitted.job_id)
@@ -610,25 +555,26 @@ async def test_fake_edit_end_to_end(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_edit_keeps_the_input_ratio_without_a_size(env: Loopback) -> None:
-    submitted = await env.provider().submit(make_spec(images=(image(picture(400, 200)),)))
+async def test_fake_edit_keeps_the_input_ratio_without_a_size(env: VendorStack) -> None:
+    submitted = await juhe(env).submit(edit(input_image(png(400, 200))))
     assert submitted.state is not None
-    assert (await download(env, submitted.state.images[0].url)).size == (1024, 512)
+    assert (await env.download(submitted.state.images[0].url)).size == (1024, 512)
 
 
 @loopback
-async def test_fake_txt2img_end_to_end(env: Loopback) -> None:
-    submitted = await env.provider().submit(
+async def test_fake_txt2img_end_to_end(env: VendorStack) -> None:
+    submitted = await juhe(env).submit(
         make_spec(Capability.TXT2IMG, prompt="一只猫", aspect_ratio="9:16")
     )
     assert submitted.state is not None
-    assert (await download(env, submitted.state.images[0].url)).size == (576, 1024)
-    assert form_of(env.fake.api_requests("text2image")[0])["size"] == "5"
+    assert (await env.download(submitted.state.images[0].url)).size == (576, 1024)
+    form = form_of(env.fake.api_requests("text2image")[0])
+    assert form["size"] == "5" and form["model"] == "auto"
 
 
 @loopback
-async def test_fake_accepts_image_urls_too(env: Loopback) -> None:
-    earlier = await env.provider().submit(make_spec(images=(image(),)))
+async def test_fake_accepts_image_urls_too(env: VendorStack) -> None:
+    earlier = await juhe(env).submit(edit(input_image()))
     assert earlier.state is not None
     url = earlier.state.images[0].url
     form = {"key": "test-juhe-key", "text": "更亮", "image1": url, "image2": "", "image3": "",
@@ -638,8 +584,8 @@ async def test_fake_accepts_image_urls_too(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_result_urls_expire_after_24_hours(env: Loopback) -> None:
-    submitted = await env.provider().submit(make_spec(images=(image(),)))
+async def test_fake_result_urls_expire_after_24_hours(env: VendorStack) -> None:
+    submitted = await juhe(env).submit(edit(input_image()))
     assert submitted.state is not None
     url = submitted.state.images[0].url
     env.fake.advance(24 * 3600 - 5)
@@ -664,34 +610,33 @@ async def test_fake_result_urls_expire_after_24_hours(env: Loopback) -> None:
     ],
 )
 @loopback
-async def test_fake_is_strict(env: Loopback, form: dict[str, str], expected: int) -> None:
-    png = base64.b64encode(picture()).decode()
+async def test_fake_is_strict(env: VendorStack, form: dict[str, str], expected: int) -> None:
+    encoded = base64.b64encode(png()).decode()
     fields = {"key": "test-juhe-key", **form}
-    fields["image1"] = fields["image1"].replace("IMG", f"data:image/png;base64,{png}")
-    fields["image1"] = fields["image1"].replace("PNGDATA", png)
+    fields["image1"] = fields["image1"].replace("IMG", f"data:image/png;base64,{encoded}")
+    fields["image1"] = fields["image1"].replace("PNGDATA", encoded)
     body = (await env.client.post(f"{env.base_url}/image_edit/edit", data=fields)).json()
     assert body["error_code"] == expected
 
 
 @loopback
-async def test_fake_wants_a_form_not_json(env: Loopback) -> None:
+async def test_fake_wants_a_form_not_json(env: VendorStack) -> None:
     answer = await env.client.post(f"{env.base_url}/image_edit/edit",
                                    json={"key": "test-juhe-key", "text": "x"})
     assert answer.status_code == 200 and answer.json()["error_code"] == 10001
 
 
 @loopback
-async def test_fake_base64_limit(env: Loopback) -> None:
+async def test_fake_base64_limit(env: VendorStack) -> None:
     env.fake.max_base64_chars = 1000
-    big = image(noisy(100, 100))
     with pytest.raises(BadRequest, match="282506"):
-        await env.provider().submit(make_spec(images=(big,)))
+        await juhe(env).submit(edit(input_image(noisy(100, 100))))
 
 
 @loopback
-async def test_fake_wrong_key(env: Loopback) -> None:
+async def test_fake_wrong_key(env: VendorStack) -> None:
     with pytest.raises(AuthError):
-        await env.provider(key="wrong-key").submit(make_spec(images=(image(),)))
+        await juhe(env, key="wrong-key").submit(edit(input_image()))
 
 
 @loopback
@@ -711,28 +656,28 @@ async def test_fake_wrong_key(env: Loopback) -> None:
         ("timeout", VendorTimeout),
     ],
 )
-async def test_fake_faults(env: Loopback, fault: str | int, error: type[ProviderError]) -> None:
+async def test_fake_faults(env: VendorStack, fault: str | int, error: type[ProviderError]) -> None:
     env.fake.timeout_seconds = 0.15
-    provider = env.provider(timeout=0.05)
+    provider = juhe(env, timeout=0.05)
     env.fake.fail_next(fault)
     with pytest.raises(error) as info:
-        await provider.submit(make_spec(images=(image(),)))
+        await provider.submit(edit(input_image()))
     assert type(info.value) is error
     if fault != "timeout":  # a one-off: the next call goes through
-        assert (await provider.submit(make_spec(images=(image(),)))).state is not None
+        assert (await provider.submit(edit(input_image()))).state is not None
 
 
 @loopback
-async def test_fake_txt2img_fault_codes(env: Loopback) -> None:
+async def test_fake_txt2img_fault_codes(env: VendorStack) -> None:
     env.fake.fail_next("sensitive", path="text2image")
     with pytest.raises(ContentRejected, match="282403"):
-        await env.provider().submit(make_spec(Capability.TXT2IMG))
+        await juhe(env).submit(make_spec(Capability.TXT2IMG))
     env.fake.fail_next("failed", path="text2image")
     with pytest.raises(ProviderError, match="282404"):
-        await env.provider().submit(make_spec(Capability.TXT2IMG))
+        await juhe(env).submit(make_spec(Capability.TXT2IMG))
 
 
 @loopback
-async def test_fake_probe(env: Loopback) -> None:
-    assert await env.provider().probe() == "ok"
-    assert await env.provider(key="nope").probe() == "auth"
+async def test_fake_probe(env: VendorStack) -> None:
+    assert await juhe(env).probe() == "ok"
+    assert await juhe(env, key="nope").probe() == "auth"

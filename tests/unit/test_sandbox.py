@@ -16,10 +16,11 @@ from PIL import Image
 import providers.sandbox as sandbox_module
 from providers.errors import BadRequest, JobNotFound
 from providers.sandbox import LONG_SIDE, Sandbox
+from tests.vendor_kit import input_image
 from providers.types import (
     Capability,
     GenerationParams,
-    InputImage,
+
     JobSpec,
     JobStatus,
     SourceResult,
@@ -216,7 +217,7 @@ async def test_variation_of_a_sandbox_result(vendor: Sandbox, clock: Clock) -> N
 
 async def test_img2img_is_synchronous(vendor: Sandbox) -> None:
     data = png_bytes((300, 200))
-    submitted = await vendor.submit(spec(Capability.IMG2IMG, images=(InputImage(data=data),)))
+    submitted = await vendor.submit(spec(Capability.IMG2IMG, images=(input_image(data),)))
     assert submitted.job_id == "sync-drawbridge-1"
     state = submitted.state
     assert state is not None and state.status is JobStatus.SUCCEEDED and state.finished
@@ -229,7 +230,7 @@ async def test_img2img_is_synchronous(vendor: Sandbox) -> None:
 async def test_edit_accepts_jpeg_input(vendor: Sandbox) -> None:
     out = io.BytesIO()
     Image.new("RGB", (128, 96), (10, 120, 200)).save(out, format="JPEG")
-    submitted = await vendor.submit(spec(Capability.EDIT, images=(InputImage(data=out.getvalue(), mime="image/jpeg"),)))
+    submitted = await vendor.submit(spec(Capability.EDIT, images=(input_image(out.getvalue(), mime="image/jpeg"),)))
     [result] = submitted.state.images
     assert open_png(result.data).size == (128, 96)
 
@@ -238,7 +239,7 @@ async def test_faceswap_with_two_images(vendor: Sandbox) -> None:
     face = png_bytes((100, 100), (250, 220, 180))
     target = png_bytes((400, 300), (20, 20, 80))
     submitted = await vendor.submit(
-        spec(Capability.FACESWAP, images=(InputImage(data=face), InputImage(data=target)))
+        spec(Capability.FACESWAP, images=(input_image(face), input_image(target)))
     )
     state = submitted.state
     assert state is not None and state.status is JobStatus.SUCCEEDED
@@ -251,7 +252,7 @@ async def test_faceswap_with_two_images(vendor: Sandbox) -> None:
 
 
 async def test_upscale_of_an_image_input(vendor: Sandbox) -> None:
-    submitted = await vendor.submit(spec(Capability.UPSCALE, images=(InputImage(data=png_bytes((120, 80))),)))
+    submitted = await vendor.submit(spec(Capability.UPSCALE, images=(input_image(png_bytes((120, 80))),)))
     [result] = submitted.state.images
     assert open_png(result.data).size == (240, 160)
 
@@ -265,7 +266,7 @@ async def test_image_capability_without_image_is_bad_request(vendor: Sandbox, ca
 @pytest.mark.parametrize("capability", [Capability.ANIME, Capability.DESCRIBE, Capability.REMOVE_BG])
 async def test_unsupported_capability_is_bad_request(vendor: Sandbox, capability: Capability) -> None:
     with pytest.raises(BadRequest):
-        await vendor.submit(spec(capability, images=(InputImage(data=png_bytes((64, 64))),)))
+        await vendor.submit(spec(capability, images=(input_image(png_bytes((64, 64))),)))
 
 
 async def test_probe_is_local(vendor: Sandbox) -> None:
