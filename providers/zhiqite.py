@@ -51,7 +51,9 @@ from providers.types import (
     ResultImage,
     Submitted,
 )
-from providers.secrets import redact, secret_value
+from providers.credentials import Credentials, redact, secret_value
+
+CREDENTIALS = Credentials((("zhiqite_app_code",), ("zhiqite_access_key_id", "zhiqite_access_key_secret")))
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,7 +122,9 @@ class Assumptions:
     # outputImageUrl on a *query* is done, status 0 failed, anything else
     # running. The URL in a tool's *submit* answer is not trusted: the enhance
     # example shows one next to status 1 (= generating).
-    tool_failed_statuses: tuple[str, ...] = ("0",)
+    # The queryTask tables say 1 = success, 2 = failure [seed]: a 2 without
+    # a URL is a failure, not "still running". 0 is failure on enhance's page.
+    tool_failed_statuses: tuple[str, ...] = ("0", "2")
     # The callback body is not documented: we accept the queryTaskInfo / tool
     # queryTask response ({"code","msg","data"}) or its bare `data` object. A
     # tool callback names its tool in `toolTask` or in the result URL's path.
@@ -132,6 +136,8 @@ class Assumptions:
 ASSUMED = Assumptions()
 
 API_ROOT = "/AIGCImgOpenServ/"
+MARKET_BASE_URL = "https://zhiqite.market.alicloudapi.com"  # with ZHIQITE_APP_CODE
+ACCESS_KEY_BASE_URL = "https://api.zhiqite.com"  # with the access key pair
 CONTENT_TYPE = "application/json;charset=UTF-8"  # [seed] "without it data may be wrong"
 
 
@@ -717,13 +723,16 @@ class Zhiqite(Provider):
         app_code = secret_value(getattr(settings, "zhiqite_app_code", None))
         key_id = secret_value(getattr(settings, "zhiqite_access_key_id", None))
         key_secret = secret_value(getattr(settings, "zhiqite_access_key_secret", None))
+        if not CREDENTIALS.lookup(settings):
+            return None  # CredentialError when half an access key is set
         if app_code:
             auth = ZhiqiteAuth(app_code=app_code)
-        elif key_id and key_secret:
-            auth = ZhiqiteAuth(access_key_id=key_id, access_key_secret=key_secret)
         else:
-            return None
-        return cls(client, auth=auth, base_url=settings.zhiqite_base_url)
+            auth = ZhiqiteAuth(access_key_id=key_id, access_key_secret=key_secret)
+        # The APP code belongs to the Aliyun market host, the access key to the
+        # vendor's own API host [public]; an explicit ZHIQITE_BASE_URL wins.
+        default = MARKET_BASE_URL if app_code else ACCESS_KEY_BASE_URL
+        return cls(client, auth=auth, base_url=settings.zhiqite_base_url or default)
 
     # ---- ids -------------------------------------------------------------
 
@@ -813,8 +822,11 @@ class Zhiqite(Provider):
             lambda body: parse(query_data(body, self.assumed), self.assumed),
         )
 
-    def parse_callback(self, payload: Mapping[str, Any]) -> tuple[str, JobState]:
-        return parse_callback_payload(payload, self.assumed)
+    def parse_callback(self, payload: Mapping[str, Any], job_id: str) -> JobState:
+        named, state = parse_callback_payload(payload, self.assumed)
+        if named != job_id:
+            raise JobNotFound("the callback names another job")
+        return state
 
     # ---- catalogues ------------------------------------------------------
 

@@ -53,6 +53,8 @@ from providers.types import (
 import tests.fakes.server as fake_server
 from tests.fakes.server import serve
 from tests.fakes.zhiqite import FakeZhiqite
+from tests.vendor_kit import input_image
+from providers.credentials import CredentialError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zhiqite"
 APP_CODE = "app-code-SECRET-1234"
@@ -91,7 +93,7 @@ def make_spec(
 
 
 def image(url: str | None = f"{MEDIA}/tok-a", width: int = 64, height: int = 64) -> InputImage:
-    return InputImage(data=png(width, height), url=url)
+    return input_image(png(width, height), url=url)
 
 
 IMAGES_FOR = {
@@ -322,13 +324,15 @@ def test_tool_query_done_when_url_present() -> None:
     assert state.images[0].url.endswith("/roop/pro1703734845555845969817.png")
 
 
-@pytest.mark.parametrize("status", [0, "0"])
-def test_tool_query_failed_on_status_0(status: Any) -> None:
-    state = z.parse_tool_task({"businessTaskId": "b", "status": status, "outputImageUrl": ""})
+@pytest.mark.parametrize("status", [0, "0", 2, "2"])
+def test_tool_query_failed_on_status_0_and_2(status: Any) -> None:
+    # The seed's queryTask tables: "status 任务状态 1.成功, 2.失败" (roop: "1:成功 2:失败").
+    state = z.parse_tool_task({"businessTaskId": "100869960120240603", "status": status,
+                               "taskId": "pre1717487519653502055297"})
     assert state.status is JobStatus.FAILED
 
 
-@pytest.mark.parametrize("status", [1, 2, "1", None])
+@pytest.mark.parametrize("status", [1, "1", None])
 def test_tool_query_running_otherwise(status: Any) -> None:
     state = z.parse_tool_task({"businessTaskId": "b", "status": status, "outputImageUrl": ""})
     assert state.status is JobStatus.RUNNING
@@ -727,14 +731,16 @@ async def test_probe() -> None:
 def settings_ns(**values: Any) -> SimpleNamespace:
     base = {"zhiqite_app_code": None, "zhiqite_access_key_id": None,
             "zhiqite_access_key_secret": None, "zhiqite_base_url": BASE + "/"}
-    base.update({k: SecretStr(v) if isinstance(v, str) else v for k, v in values.items()})
+    base.update({k: SecretStr(v) if isinstance(v, str) and k != "zhiqite_base_url" else v
+                 for k, v in values.items()})
     return SimpleNamespace(**base)
 
 
 async def test_from_settings() -> None:
     async with httpx.AsyncClient() as client:
         assert z.Zhiqite.from_settings(settings_ns(), client) is None
-        assert z.Zhiqite.from_settings(settings_ns(zhiqite_access_key_id=KEY_ID), client) is None
+        with pytest.raises(CredentialError, match="ZHIQITE_ACCESS_KEY_SECRET"):
+            z.Zhiqite.from_settings(settings_ns(zhiqite_access_key_id=KEY_ID), client)
         by_code = z.Zhiqite.from_settings(settings_ns(zhiqite_app_code=APP_CODE), client)
         by_key = z.Zhiqite.from_settings(
             settings_ns(zhiqite_access_key_id=KEY_ID, zhiqite_access_key_secret=KEY_SECRET), client
@@ -742,6 +748,18 @@ async def test_from_settings() -> None:
     assert by_code is not None and by_key is not None
     assert by_code.base_url == BASE and by_code.client is client
     assert APP_CODE not in repr(by_code.auth) and KEY_SECRET not in repr(by_key.auth)
+
+
+async def test_base_url_follows_the_credential_mode() -> None:
+    # The APP code belongs to the Aliyun market host, the access key to the vendor's own.
+    async with httpx.AsyncClient() as client:
+        by_code = z.Zhiqite.from_settings(settings_ns(zhiqite_app_code=APP_CODE, zhiqite_base_url=""), client)
+        by_key = z.Zhiqite.from_settings(settings_ns(
+            zhiqite_access_key_id=KEY_ID, zhiqite_access_key_secret=KEY_SECRET, zhiqite_base_url=""), client)
+        explicit = z.Zhiqite.from_settings(settings_ns(zhiqite_app_code=APP_CODE, zhiqite_base_url=BASE), client)
+    assert by_code is not None and by_code.base_url == "https://zhiqite.market.alicloudapi.com"
+    assert by_key is not None and by_key.base_url == "https://api.zhiqite.com"
+    assert explicit is not None and explicit.base_url == BASE
 
 
 def test_class_attributes() -> None:
@@ -802,7 +820,7 @@ class Loopback:
 
     def input(self, name: str, data: bytes) -> InputImage:
         self.files[name] = data
-        return InputImage(data=data, url=f"{self.media}/{name}")
+        return input_image(data, url=f"{self.media}/{name}")
 
 
 class _TcpSockets:
@@ -950,8 +968,7 @@ async def test_fake_callback_is_retried_until_answered_properly(env: Loopback) -
     await asyncio.sleep(0.05)  # no further attempt once accepted
     assert [a.accepted for a in env.fake.callbacks] == [False, True]
     assert attempts[1].at - attempts[0].at >= 3 * 0.01 * 0.9  # first step of 3, 5, 15, ...
-    job_id, state = provider.parse_callback(env.receiver.received[-1])
-    assert job_id == submitted.job_id
+    state = provider.parse_callback(env.receiver.received[-1], submitted.job_id)
     assert state.status is JobStatus.SUCCEEDED and state.images
 
 
@@ -974,8 +991,8 @@ async def test_fake_callback_bare_shape_for_a_tool(env: Loopback) -> None:
                      business_id="up-cb", callback_url=env.callback_url)
     submitted = await provider.submit(spec)
     await env.fake.wait_for_callbacks(1)
-    job_id, state = provider.parse_callback(env.receiver.received[0])
-    assert job_id == submitted.job_id and state.status is JobStatus.SUCCEEDED
+    state = provider.parse_callback(env.receiver.received[0], submitted.job_id)
+    assert state.status is JobStatus.SUCCEEDED
 
 
 @loopback
@@ -1006,7 +1023,7 @@ async def test_fake_img2img_fetches_the_input_url(env: Loopback) -> None:
 @loopback
 async def test_fake_img2img_with_unreachable_input_fails(env: Loopback) -> None:
     provider = env.provider()
-    gone = InputImage(data=png(), url=f"{env.media}/gone")
+    gone = input_image(png(), url=f"{env.media}/gone")
     submitted = await provider.submit(make_spec(Capability.IMG2IMG, business_id="i2i-2",
                                                 images=(gone,)))
     env.fake.finish(submitted.job_id)
