@@ -5,107 +5,61 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import io
 import json
 import logging
-import socket
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from unittest import mock
 
 import httpx
 import pytest
-import pytest_asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from pydantic import SecretStr
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from providers import zhiqite as z
-from providers.errors import (
-    AuthError,
-    BadRequest,
-    ContentRejected,
-    JobNotFound,
-    MalformedResponse,
-    ProviderError,
-    QuotaExceeded,
-    RateLimited,
-    Unavailable,
-    VendorTimeout,
-)
-from providers.types import (
-    Capability,
-    GenerationParams,
-    InputImage,
-    JobSpec,
-    JobState,
-    JobStatus,
-)
-import tests.fakes.server as fake_server
-from tests.fakes.server import serve
-from tests.fakes.zhiqite import FakeZhiqite
-from tests.vendor_kit import input_image
+from providers.base import PollPolicy
 from providers.credentials import CredentialError
+from providers.errors import (AuthError, BadRequest, ContentRejected, JobNotFound,
+                              MalformedResponse, ProviderError, QuotaExceeded, RateLimited,
+                              Unavailable, VendorTimeout)
+from providers.types import Capability, GenerationParams, InputImage, JobState, JobStatus
+from tests.fakes.zhiqite import FakeZhiqite
+from tests.vendor_kit import (Recorder, VendorStack, eventually, fixture, input_image,
+                              json_response, loopback, loopback_fixture, make_provider,
+                              make_spec, mock_provider, png, poll_until_done)
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zhiqite"
 APP_CODE = "app-code-SECRET-1234"
 KEY_ID = "key-id-SECRET-5678"
 KEY_SECRET = "key-secret-SECRET-9abc"
 BASE = "https://zhiqite.example.test"
 MEDIA = "https://bot.example.test/media"
+BY_APP_CODE = {"zhiqite_app_code": APP_CODE}
+BY_ACCESS_KEY = {"zhiqite_access_key_id": KEY_ID, "zhiqite_access_key_secret": KEY_SECRET}
 
-
-def fixture(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.json").read_text("utf-8"))
-
-
-def png(width: int = 64, height: int = 64, color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def make_spec(
-    capability: Capability = Capability.TXT2IMG,
-    *,
-    images: tuple[InputImage, ...] = (),
-    business_id: str = "task-0001",
-    callback_url: str | None = None,
-    **params: Any,
-) -> JobSpec:
-    params.setdefault("prompt", "一只猫 a cat")
-    return JobSpec(
-        capability=capability,
-        params=GenerationParams(**params),
-        images=images,
-        business_id=business_id,
-        callback_url=callback_url,
-    )
-
-
-def image(url: str | None = f"{MEDIA}/tok-a", width: int = 64, height: int = 64) -> InputImage:
-    return input_image(png(width, height), url=url)
-
-
+PHOTO = input_image(url=f"{MEDIA}/tok-a")
 IMAGES_FOR = {
     Capability.TXT2IMG: (),
-    Capability.IMG2IMG: (image(),),
-    Capability.FACESWAP: (image(f"{MEDIA}/face"), image(f"{MEDIA}/target")),
-    Capability.UPSCALE: (image(),),
+    Capability.IMG2IMG: (PHOTO,),
+    Capability.FACESWAP: (input_image(url=f"{MEDIA}/face"), input_image(url=f"{MEDIA}/target")),
+    Capability.UPSCALE: (PHOTO,),
 }
+
+
+def sample(name: str) -> dict[str, Any]:
+    return fixture("zhiqite", name)
 
 
 def ok(data: Any) -> dict[str, Any]:
     return {"code": "200", "msg": "success", "data": data}
+
+
+def zhiqite(recorder: Recorder, *, base_url: str = BASE + "/", timeout: float = 2.0,
+            **settings: Any) -> Any:
+    """The adapter over ``recorder``, built from these settings (default: an APP code)."""
+    return mock_provider(z.Zhiqite, recorder, base_url, timeout=timeout,
+                         **(settings or BY_APP_CODE))
 
 
 # =========================================================================== #
@@ -173,7 +127,7 @@ def test_oversized_request_keeps_its_ratio() -> None:
 
 
 def test_img2img_body_has_image_link_and_strength() -> None:
-    spec = make_spec(Capability.IMG2IMG, images=(image(),))
+    spec = make_spec(Capability.IMG2IMG, images=(PHOTO,))
     body = z.build_sd_body(spec.params, "b", size=(512, 512), image_link=f"{MEDIA}/tok-a")
     assert body["alwayson_scripts"]["image_link"] == f"{MEDIA}/tok-a"
     assert body["denoising_strength"] == 0.55
@@ -183,12 +137,13 @@ def test_img2img_body_has_image_link_and_strength() -> None:
 
 
 def test_img2img_keeps_the_input_photo_shape_unless_told_otherwise() -> None:
-    photo = png(1200, 800)
+    photo = (1200, 800)
     assert z.img2img_size(GenerationParams(), photo) == (768, 512)
-    assert z.img2img_size(GenerationParams(), png(300, 900)) == (256, 768)
+    assert z.img2img_size(GenerationParams(), (300, 900)) == (256, 768)
     assert z.img2img_size(GenerationParams(aspect_ratio="1:2"), photo) == (384, 768)
     assert z.img2img_size(GenerationParams(width=640, height=640), photo) == (640, 640)
-    assert z.img2img_size(GenerationParams(), b"not an image") == (768, 768)
+    assert z.img2img_size(GenerationParams(), None) == (768, 768)
+    assert z.img2img_size(GenerationParams(), (0, 0)) == (768, 768)
 
 
 def test_tool_bodies() -> None:
@@ -202,15 +157,11 @@ def test_tool_bodies() -> None:
     assert "callbackUrl" not in z.build_enhance_body("https://i", "b2")
 
 
-def test_controlnet_body() -> None:
-    params = GenerationParams(prompt="p")
-    body = z.build_controlnet_body(
-        params, "b", size=(512, 512), control_image_url="https://c",
-        module="canny", model="control_v11p_sd15_canny",
-    )
-    arg = body["alwayson_scripts"]["controlnet"]["args"][0]
-    assert arg["image_link"] == "https://c" and arg["module"] == "canny"
-    assert body["resize_mode"] == 1
+def test_enhance_input_size_uses_the_measured_image() -> None:
+    # [seed] 图片长宽需小于等于1536: the engine's width/height, no decoding here.
+    z.check_enhance_input(input_image(b"opaque", width=1536, height=1536))
+    with pytest.raises(BadRequest, match="1537x10"):
+        z.check_enhance_input(input_image(b"opaque", width=1537, height=10))
 
 
 # =========================================================================== #
@@ -255,7 +206,9 @@ def test_running_statuses_1_and_5_with_progress(status: Any) -> None:
      ("", None), (None, None), ("abc", None)],
 )
 def test_progress_decoding(raw: Any, expected: float | None) -> None:
-    assert z.parse_progress(raw) == (pytest.approx(expected) if expected is not None else None)
+    # [seed] progress is a string "0~1"; numbers and percentages are tolerated.
+    progress = z.parse_task_info(running(1, raw)).progress
+    assert progress == (pytest.approx(expected) if expected is not None else None)
 
 
 def test_uploading_without_progress_counts_as_done_generating() -> None:
@@ -277,7 +230,7 @@ def test_undecodable_preview_is_ignored(garbage: Any) -> None:
 
 
 def test_success_status_2_gives_urls_and_seeds() -> None:
-    state = z.parse_task_info(fixture("query_task_info_success")["data"])
+    state = z.parse_task_info(sample("query_task_info_success")["data"])
     assert state.status is JobStatus.SUCCEEDED
     assert [(i.url, i.seed) for i in state.images] == [
         ("https://aigcoss.zhiqiteai.cn/Output-Img2/bbbb/selfapi/8883/text2image/2023-10-11/"
@@ -319,20 +272,32 @@ def test_failed_status_0(desc: str, kind: str) -> None:
 
 
 def test_tool_query_done_when_url_present() -> None:
-    state = z.parse_tool_task(fixture("tool_query_task")["data"])
+    # The seed's queryTask example: status 2 *with* a result URL is done.
+    state = z.parse_tool_task(sample("tool_query_task")["data"])
     assert state.status is JobStatus.SUCCEEDED
     assert state.images[0].url.endswith("/roop/pro1703734845555845969817.png")
 
 
-@pytest.mark.parametrize("status", [0, "0", 2, "2"])
-def test_tool_query_failed_on_status_0_and_2(status: Any) -> None:
-    # The seed's queryTask tables: "status 任务状态 1.成功, 2.失败" (roop: "1:成功 2:失败").
-    state = z.parse_tool_task({"businessTaskId": "100869960120240603", "status": status,
-                               "taskId": "pre1717487519653502055297"})
-    assert state.status is JobStatus.FAILED
+@pytest.mark.parametrize("status", [2, "2"])
+def test_tool_query_status_2_without_a_url_is_a_failure(status: Any) -> None:
+    # [seed] queryTask table: "status 任务状态 1.成功, 2.失败"; the seed's own
+    # queryTask sample, before its result exists.
+    data = {**sample("tool_query_task")["data"], "status": status, "outputImageUrl": ""}
+    state = z.parse_tool_task(data)
+    assert state.status is JobStatus.FAILED and state.error_kind == ProviderError.kind
+    del data["outputImageUrl"]
+    assert z.parse_tool_task(data).status is JobStatus.FAILED
 
 
-@pytest.mark.parametrize("status", [1, "1", None])
+@pytest.mark.parametrize("status", [0, "0"])
+def test_tool_query_failed_on_status_0(status: Any) -> None:
+    # [seed] the enhance page's table: "1:生成中 2:成功 0:失败"; its sample's fields.
+    data = {"businessTaskId": "1008464122", "outputImageUrl": "", "status": status,
+            "taskId": "test1705047542608738174022"}
+    assert z.parse_tool_task(data).status is JobStatus.FAILED
+
+
+@pytest.mark.parametrize("status", [1, "1", 3, None])
 def test_tool_query_running_otherwise(status: Any) -> None:
     state = z.parse_tool_task({"businessTaskId": "b", "status": status, "outputImageUrl": ""})
     assert state.status is JobStatus.RUNNING
@@ -354,7 +319,7 @@ def test_body_codes(body: dict[str, Any], error: type[ProviderError]) -> None:
 
 
 def test_success_body_passes() -> None:
-    assert z.checked_body(fixture("submit_text2image"))["data"]["task_id"] == "pro1686666"
+    assert z.checked_body(sample("submit_text2image"))["data"]["task_id"] == "pro1686666"
 
 
 @pytest.mark.parametrize(
@@ -389,6 +354,7 @@ def test_gateway_errors(status: int, code: str, message: str, error: type[Provid
     headers = {"x-ca-error-code": code, "x-ca-error-message": message}
     exc = z.error_for_gateway(status, headers)
     assert type(exc) is error
+    assert f"HTTP {status}" in exc.vendor_message and message in exc.vendor_message
     if error is RateLimited:
         assert exc.retry_after == z.ASSUMED.throttle_retry_after
     assert z.error_for_gateway(200, headers) is None
@@ -414,82 +380,60 @@ def test_job_id_round_trip_keeps_colons_in_vendor_id() -> None:
 
 
 def test_callback_envelope_sd() -> None:
-    job_id, state = z.parse_callback_payload(fixture("query_task_info_success"))
-    assert job_id == "sd:test10086555513" and state.status is JobStatus.SUCCEEDED
+    state = z.parse_callback_payload(sample("query_task_info_success"), "sd:test10086555513")
+    assert state.status is JobStatus.SUCCEEDED and state.images
 
 
 def test_callback_bare_sd() -> None:
-    job_id, state = z.parse_callback_payload({"id_task": "b9", "status": 0, "desc": "失败"})
-    assert job_id == "sd:b9" and state.status is JobStatus.FAILED
+    state = z.parse_callback_payload({"id_task": "b9", "status": 0, "desc": "失败"}, "sd:b9")
+    assert state.status is JobStatus.FAILED and state.error_detail == "失败"
 
 
-def test_callback_tool_with_tool_task() -> None:
+def test_callback_tool_envelope() -> None:
     payload = ok({"businessTaskId": "b7", "toolTask": "enhance", "status": 0, "outputImageUrl": ""})
-    job_id, state = z.parse_callback_payload(payload)
-    assert job_id == "enhance:b7" and state.status is JobStatus.FAILED
+    assert z.parse_callback_payload(payload, "enhance:b7").status is JobStatus.FAILED
+
+
+@pytest.mark.parametrize("kind", ["roop", "enhance"])
+def test_callback_tool_kind_comes_from_the_job_id(kind: str) -> None:
+    # Neither `toolTask` nor a tool name in the URL's path: the job id says the kind.
+    payload = {"businessTaskId": "b8", "status": 1, "outputImageUrl": "https://o/x.png",
+               "taskId": "t"}
+    state = z.parse_callback_payload(payload, f"{kind}:b8")
+    assert state.status is JobStatus.SUCCEEDED and state.images[0].url == "https://o/x.png"
 
 
 @pytest.mark.parametrize(
-    ("url", "kind"),
-    [("https://o/Output-Img2/roop/x.png", "roop"),
-     ("https://o/Output-Img2/tool/enhance/extras-images/x.png", "enhance")],
+    ("payload", "job_id"),
+    [
+        (sample("query_task_info_success"), "sd:another-task"),
+        (sample("tool_query_task"), "roop:another-task"),
+        ({"businessTaskId": "b", "status": 0}, "enhance:c"),
+        ({"id_task": "b", "businessTaskId": "c", "status": 0}, "sd:c"),
+    ],
 )
-def test_callback_tool_kind_from_url(url: str, kind: str) -> None:
-    job_id, state = z.parse_callback_payload(
-        {"businessTaskId": "b8", "status": 1, "outputImageUrl": url, "taskId": "t"}
-    )
-    assert job_id == f"{kind}:b8" and state.status is JobStatus.SUCCEEDED
+def test_callback_naming_another_task_is_not_found(payload: dict[str, Any], job_id: str) -> None:
+    with pytest.raises(JobNotFound):
+        z.parse_callback_payload(payload, job_id)
 
 
 @pytest.mark.parametrize(
     "payload",
-    [{}, {"code": "200", "data": None}, {"businessTaskId": "b", "status": 0},
-     {"status": 2, "outputImageUrl": "https://o/roop/x.png"}],
+    [{}, {"code": "200", "data": None}, {"status": 2, "outputImageUrl": "https://o/roop/x.png"}],
 )
-def test_callback_that_names_no_job_is_malformed(payload: dict[str, Any]) -> None:
+def test_callback_that_names_no_task_is_malformed(payload: dict[str, Any]) -> None:
     with pytest.raises(MalformedResponse):
-        z.parse_callback_payload(payload)
+        z.parse_callback_payload(payload, "roop:b")
+
+
+def test_callback_for_a_foreign_job_id_is_not_found() -> None:
+    with pytest.raises(JobNotFound):
+        z.parse_callback_payload(sample("tool_query_task"), "100869960120240603")
 
 
 # =========================================================================== #
 # The adapter over httpx.MockTransport
 # =========================================================================== #
-
-class Recorder:
-    """A MockTransport handler that answers from a queue and records requests."""
-
-    def __init__(self, *answers: httpx.Response | Exception) -> None:
-        self.answers = list(answers)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def body(self, index: int = -1) -> dict[str, Any]:
-        return json.loads(self.requests[index].content.decode("utf-8"))
-
-
-@contextlib.asynccontextmanager
-async def mock_provider(
-    recorder: Recorder, *, app_code: str | None = APP_CODE, timeout: float = 2.0
-) -> AsyncIterator[z.Zhiqite]:
-    auth = (
-        z.ZhiqiteAuth(app_code=app_code)
-        if app_code
-        else z.ZhiqiteAuth(access_key_id=KEY_ID, access_key_secret=KEY_SECRET)
-    )
-    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        yield z.Zhiqite(client, auth=auth, base_url=BASE + "/", timeout=httpx.Timeout(timeout))
-
-
-def json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> httpx.Response:
-    return httpx.Response(status, json=body, headers=headers)
 
 
 def gateway(status: int, message: str, code: str = "A403XX") -> httpx.Response:
@@ -499,8 +443,8 @@ def gateway(status: int, message: str, code: str = "A403XX") -> httpx.Response:
 
 
 async def test_submit_request_shape_with_appcode() -> None:
-    recorder = Recorder(json_response(fixture("submit_text2image")))
-    async with mock_provider(recorder) as provider:
+    recorder = Recorder(json_response(sample("submit_text2image")))
+    async with zhiqite(recorder) as provider:
         submitted = await provider.submit(make_spec(n=4, business_id="bid-42"))
     request = recorder.requests[0]
     assert request.method == "POST"
@@ -517,8 +461,8 @@ async def test_submit_request_shape_with_appcode() -> None:
 
 
 async def test_access_key_auth_headers() -> None:
-    recorder = Recorder(json_response(fixture("submit_text2image")))
-    async with mock_provider(recorder, app_code=None) as provider:
+    recorder = Recorder(json_response(sample("submit_text2image")))
+    async with zhiqite(recorder, **BY_ACCESS_KEY) as provider:
         await provider.submit(make_spec())
     headers = recorder.requests[0].headers
     assert headers["x-request-req-accesskeyid"] == KEY_ID
@@ -526,13 +470,26 @@ async def test_access_key_auth_headers() -> None:
     assert "authorization" not in headers
 
 
+@pytest.mark.parametrize(
+    ("settings", "host"),
+    [(BY_APP_CODE, "zhiqite.market.alicloudapi.com"), (BY_ACCESS_KEY, "api.zhiqite.com")],
+)
+async def test_requests_go_to_the_host_of_the_credential_mode(
+    settings: dict[str, str], host: str
+) -> None:
+    recorder = Recorder(json_response(sample("submit_text2image")))
+    async with zhiqite(recorder, base_url="", **settings) as provider:
+        await provider.submit(make_spec())
+    assert str(recorder.requests[0].url) == f"https://{host}/AIGCImgOpenServ/saas/sd/v2/text2image"
+
+
 async def test_callback_url_is_sent_only_when_given() -> None:
-    recorder = Recorder(json_response(fixture("submit_text2image")))
-    async with mock_provider(recorder) as provider:
+    recorder = Recorder(json_response(sample("submit_text2image")))
+    async with zhiqite(recorder) as provider:
         await provider.submit(
             make_spec(callback_url="https://bot.example.test/callbacks/zhiqite/t")
         )
-        await provider.submit(make_spec(Capability.UPSCALE, images=(image(),),
+        await provider.submit(make_spec(Capability.UPSCALE, images=(PHOTO,),
                                         callback_url="https://bot.example.test/cb"))
     assert recorder.body(0)["callbackUrl"] == "https://bot.example.test/callbacks/zhiqite/t"
     assert recorder.body(1)["callbackUrl"] == "https://bot.example.test/cb"
@@ -549,9 +506,9 @@ async def test_callback_url_is_sent_only_when_given() -> None:
 )
 async def test_job_id_for_matches_submit(capability: Capability, path: str, prefix: str) -> None:
     answer = {Capability.FACESWAP: "submit_roop", Capability.UPSCALE: "submit_enhance"}
-    recorder = Recorder(json_response(fixture(answer.get(capability, "submit_text2image"))))
+    recorder = Recorder(json_response(sample(answer.get(capability, "submit_text2image"))))
     spec = make_spec(capability, images=IMAGES_FOR[capability], business_id="b-77")
-    async with mock_provider(recorder) as provider:
+    async with zhiqite(recorder) as provider:
         submitted = await provider.submit(spec)
         assert submitted.job_id == provider.job_id_for(spec) == f"{prefix}:b-77"
         # A tool's submit answer carries an outputImageUrl: not taken as a result.
@@ -561,12 +518,14 @@ async def test_job_id_for_matches_submit(capability: Capability, path: str, pref
 
 async def test_request_bodies_for_image_capabilities() -> None:
     recorder = Recorder(json_response(ok({})))
-    async with mock_provider(recorder) as provider:
-        await provider.submit(make_spec(Capability.IMG2IMG, images=(image(width=900, height=600),)))
+    async with zhiqite(recorder) as provider:
+        # The engine's measured size decides the img2img shape (no decoding).
+        wide = input_image(b"opaque", url=f"{MEDIA}/tok-a", width=900, height=600)
+        await provider.submit(make_spec(Capability.IMG2IMG, images=(wide,)))
         await provider.submit(
             make_spec(Capability.FACESWAP, images=IMAGES_FOR[Capability.FACESWAP])
         )
-        await provider.submit(make_spec(Capability.UPSCALE, images=(image(),)))
+        await provider.submit(make_spec(Capability.UPSCALE, images=(PHOTO,)))
     img2img, roop, enhance = (recorder.body(i) for i in range(3))
     assert img2img["alwayson_scripts"]["image_link"] == f"{MEDIA}/tok-a"
     assert (img2img["width"], img2img["height"]) == (768, 512)
@@ -579,12 +538,12 @@ async def test_request_bodies_for_image_capabilities() -> None:
 @pytest.mark.parametrize(
     ("capability", "images"),
     [
-        (Capability.IMG2IMG, (image(url=None),)),
+        (Capability.IMG2IMG, (input_image(),)),
         (Capability.IMG2IMG, ()),
-        (Capability.FACESWAP, (image(),)),
-        (Capability.FACESWAP, (image(), image(url=None))),
-        (Capability.UPSCALE, (image(url=None),)),
-        (Capability.UPSCALE, (image(width=1600, height=100),)),
+        (Capability.FACESWAP, (PHOTO,)),
+        (Capability.FACESWAP, (PHOTO, input_image())),
+        (Capability.UPSCALE, (input_image(),)),
+        (Capability.UPSCALE, (input_image(b"opaque", url=f"{MEDIA}/big", width=1600, height=100),)),
         (Capability.EDIT, ()),
     ],
 )
@@ -592,7 +551,7 @@ async def test_unservable_specs_fail_before_any_request(
     capability: Capability, images: tuple[InputImage, ...]
 ) -> None:
     recorder = Recorder(json_response(ok({})))
-    async with mock_provider(recorder) as provider:
+    async with zhiqite(recorder) as provider:
         with pytest.raises(BadRequest):
             await provider.submit(make_spec(capability, images=images))
     assert recorder.requests == []
@@ -610,7 +569,7 @@ async def test_unservable_specs_fail_before_any_request(
 )
 async def test_poll_every_status(data: dict[str, Any], status: JobStatus) -> None:
     recorder = Recorder(json_response(ok(data)))
-    async with mock_provider(recorder) as provider:
+    async with zhiqite(recorder) as provider:
         state = await provider.poll("sd:b")
     assert state.status is status
     assert recorder.requests[0].url.path == "/AIGCImgOpenServ/saas/sd/v2/queryTaskInfo"
@@ -619,8 +578,8 @@ async def test_poll_every_status(data: dict[str, Any], status: JobStatus) -> Non
 
 @pytest.mark.parametrize("tool", ["roop", "enhance"])
 async def test_poll_tools_uses_their_query(tool: str) -> None:
-    recorder = Recorder(json_response(fixture("tool_query_task")))
-    async with mock_provider(recorder) as provider:
+    recorder = Recorder(json_response(sample("tool_query_task")))
+    async with zhiqite(recorder) as provider:
         state = await provider.poll(f"{tool}:100869960120240603")
     assert state.status is JobStatus.SUCCEEDED
     assert recorder.requests[0].url.path == f"/AIGCImgOpenServ/saas/tool/{tool}/queryTask"
@@ -636,7 +595,7 @@ async def test_poll_tools_uses_their_query(tool: str) -> None:
 )
 async def test_poll_unknown_job(body: dict[str, Any]) -> None:
     recorder = Recorder(json_response(body))
-    async with mock_provider(recorder) as provider:
+    async with zhiqite(recorder) as provider:
         with pytest.raises(JobNotFound):
             await provider.poll("sd:nope")
         assert await provider.find_submitted(make_spec(business_id="nope")) is None
@@ -644,7 +603,7 @@ async def test_poll_unknown_job(body: dict[str, Any]) -> None:
 
 async def test_poll_foreign_id_sends_nothing() -> None:
     recorder = Recorder(json_response(ok({})))
-    async with mock_provider(recorder) as provider:
+    async with zhiqite(recorder) as provider:
         with pytest.raises(JobNotFound):
             await provider.poll("12345")
     assert recorder.requests == []
@@ -672,11 +631,11 @@ async def test_poll_foreign_id_sends_nothing() -> None:
 async def test_errors_are_mapped_and_leak_nothing(
     answer: httpx.Response | Exception, error: type[ProviderError], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="providers.zhiqite")
+    caplog.set_level(logging.DEBUG, logger="providers")
     recorder = Recorder(answer)
     # On a query, body code 400 means "unknown task" (ASSUMED), tested above.
     body_code_error = error in (BadRequest, ContentRejected)
-    async with mock_provider(recorder) as provider:
+    async with zhiqite(recorder) as provider:
         calls = [provider.submit(make_spec())]
         if not body_code_error:
             calls.append(provider.poll("sd:b"))
@@ -693,7 +652,7 @@ async def test_errors_are_mapped_and_leak_nothing(
 
 async def test_throttled_carries_retry_after() -> None:
     recorder = Recorder(gateway(403, "Throttled by USER Flow Control"))
-    async with mock_provider(recorder) as provider:
+    async with zhiqite(recorder) as provider:
         with pytest.raises(RateLimited) as info:
             await provider.poll("sd:b")
     assert info.value.retry_after == z.ASSUMED.throttle_retry_after
@@ -701,31 +660,20 @@ async def test_throttled_carries_retry_after() -> None:
 
 
 async def test_echoed_credentials_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="providers.zhiqite")
+    caplog.set_level(logging.INFO, logger="providers")
     recorder = Recorder(gateway(403, f"Invalid AppCode `{APP_CODE}`"))
-    async with mock_provider(recorder) as provider:
+    async with zhiqite(recorder) as provider:
         with pytest.raises(AuthError) as info:
             await provider.submit(make_spec())
     assert APP_CODE not in info.value.vendor_message and "***" in info.value.vendor_message
     assert APP_CODE not in caplog.text
 
 
-async def test_list_models() -> None:
-    recorder = Recorder(json_response(fixture("query_embedding_list")))
-    async with mock_provider(recorder) as provider:
-        page = await provider.list_models("embedding", page=1, page_size=10)
-        with pytest.raises(BadRequest):
-            await provider.list_models("checkpoints")
-    assert page.total == 10 and page.rows[0]["embeddingSimplifyName"] == "FastNegativeV2"
-    assert recorder.requests[0].url.path == "/AIGCImgOpenServ/saas/sd/v2/queryEmbeddingList"
-    assert recorder.body() == {"pageNum": 1, "pageSize": 10}
-
-
-async def test_probe() -> None:
-    async with mock_provider(Recorder(json_response(ok({"rows": [], "total": 0})))) as provider:
-        assert await provider.probe() == "ok"
-    async with mock_provider(Recorder(gateway(403, "Quota Exhausted"))) as provider:
-        assert await provider.probe() == QuotaExceeded.kind
+async def test_probe_spends_no_paid_call() -> None:
+    recorder = Recorder(gateway(403, "Quota Exhausted"))
+    async with zhiqite(recorder) as provider:
+        assert await provider.probe() == "reachable (HTTP 403)"
+    assert [(r.method, str(r.url)) for r in recorder.requests] == [("GET", BASE)]
 
 
 def settings_ns(**values: Any) -> SimpleNamespace:
@@ -742,24 +690,31 @@ async def test_from_settings() -> None:
         with pytest.raises(CredentialError, match="ZHIQITE_ACCESS_KEY_SECRET"):
             z.Zhiqite.from_settings(settings_ns(zhiqite_access_key_id=KEY_ID), client)
         by_code = z.Zhiqite.from_settings(settings_ns(zhiqite_app_code=APP_CODE), client)
-        by_key = z.Zhiqite.from_settings(
-            settings_ns(zhiqite_access_key_id=KEY_ID, zhiqite_access_key_secret=KEY_SECRET), client
-        )
+        by_key = z.Zhiqite.from_settings(settings_ns(**BY_ACCESS_KEY), client)
     assert by_code is not None and by_key is not None
     assert by_code.base_url == BASE and by_code.client is client
-    assert APP_CODE not in repr(by_code.auth) and KEY_SECRET not in repr(by_key.auth)
+    for shown in (repr(by_code), repr(by_code.auth), repr(by_key), repr(by_key.auth)):
+        assert APP_CODE not in shown and KEY_ID not in shown and KEY_SECRET not in shown
 
 
 async def test_base_url_follows_the_credential_mode() -> None:
-    # The APP code belongs to the Aliyun market host, the access key to the vendor's own.
+    # [public] The APP code belongs to the Aliyun market host, the access key
+    # to the vendor's own; an explicit ZHIQITE_BASE_URL wins over both.
     async with httpx.AsyncClient() as client:
-        by_code = z.Zhiqite.from_settings(settings_ns(zhiqite_app_code=APP_CODE, zhiqite_base_url=""), client)
-        by_key = z.Zhiqite.from_settings(settings_ns(
-            zhiqite_access_key_id=KEY_ID, zhiqite_access_key_secret=KEY_SECRET, zhiqite_base_url=""), client)
-        explicit = z.Zhiqite.from_settings(settings_ns(zhiqite_app_code=APP_CODE, zhiqite_base_url=BASE), client)
+        by_code = z.Zhiqite.from_settings(
+            settings_ns(zhiqite_app_code=APP_CODE, zhiqite_base_url=""), client)
+        by_key = z.Zhiqite.from_settings(settings_ns(**BY_ACCESS_KEY, zhiqite_base_url=""), client)
+        explicit = [z.Zhiqite.from_settings(settings_ns(**mode, zhiqite_base_url=BASE), client)
+                    for mode in (BY_APP_CODE, BY_ACCESS_KEY)]
     assert by_code is not None and by_code.base_url == "https://zhiqite.market.alicloudapi.com"
     assert by_key is not None and by_key.base_url == "https://api.zhiqite.com"
-    assert explicit is not None and explicit.base_url == BASE
+    assert [p.base_url for p in explicit if p is not None] == [BASE, BASE]
+
+
+def test_polling_waits_for_an_overdue_callback() -> None:
+    # [seed] each query is one more paid call (会多消耗一次接口请求次数).
+    assert z.Zhiqite.poll_policy == PollPolicy(callback_silence_seconds=90.0,
+                                               min_interval_seconds=5.0)
 
 
 def test_class_attributes() -> None:
@@ -775,132 +730,21 @@ def test_class_attributes() -> None:
 # End to end against FakeZhiqite over loopback HTTP
 # =========================================================================== #
 
-
-# One fake vendor, one /media server and one callback receiver serve every
-# test below (a loopback server costs ~0.1 s to stop); FakeZhiqite.reset()
-# restores the fake's options between tests and ids are unique per test.
-
-loopback = pytest.mark.asyncio(loop_scope="module")
-
-
-@dataclass
-class Receiver:
-    """The bot's /callbacks endpoint: answers from ``answers`` (then the last)."""
-
-    answers: list[dict[str, Any]] = field(default_factory=list)
-    received: list[dict[str, Any]] = field(default_factory=list)
-
-    async def endpoint(self, request: Request) -> Response:
-        self.received.append(await request.json())
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        return JSONResponse(answer)
+loopback_stack, env = loopback_fixture(
+    lambda: FakeZhiqite(queue_seconds=0.03, run_seconds=0.06, upload_seconds=0.01), z.Zhiqite)
+FAKE_APP_CODE = {"zhiqite_app_code": "test-app-code"}
+FAKE_ACCESS_KEY = {"zhiqite_access_key_id": "test-key-id",
+                   "zhiqite_access_key_secret": "test-key-secret"}
 
 
-@dataclass
-class Loopback:
-    fake: FakeZhiqite
-    base_url: str
-    client: httpx.AsyncClient
-    files: dict[str, bytes]  # served at {media}/<name>
-    media: str
-    receiver: Receiver
-    callback_url: str
-
-    def provider(
-        self,
-        *,
-        app_code: str | None = "test-app-code",
-        key_secret: str = "test-key-secret",
-        timeout: float = 2.0,
-    ) -> z.Zhiqite:
-        auth = (z.ZhiqiteAuth(app_code=app_code) if app_code
-                else z.ZhiqiteAuth(access_key_id="test-key-id", access_key_secret=key_secret))
-        return z.Zhiqite(self.client, auth=auth, base_url=self.base_url,
-                         timeout=httpx.Timeout(timeout))
-
-    def input(self, name: str, data: bytes) -> InputImage:
-        self.files[name] = data
-        return input_image(data, url=f"{self.media}/{name}")
-
-
-class _TcpSockets:
-    """The socket module, but socket.socket() says IPPROTO_TCP. serve() binds
-    socket.socket(AF_INET, SOCK_STREAM), whose proto 0 makes asyncio skip
-    TCP_NODELAY on accepted connections: uvicorn's two writes per response
-    then wait ~40 ms for a delayed ACK. Harmless once serve() passes it."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(socket, name)
-
-    @staticmethod
-    def socket(family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,  # noqa: A002
-               proto: int = 0) -> socket.socket:
-        return socket.socket(family, type, proto or socket.IPPROTO_TCP)
-
-
-@contextlib.asynccontextmanager
-async def serve_nodelay(app: Any) -> AsyncIterator[str]:
-    async with contextlib.AsyncExitStack() as stack:
-        with mock.patch.object(fake_server, "socket", _TcpSockets()):
-            base_url = await stack.enter_async_context(serve(app))
-        yield base_url
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def loopback_stack() -> AsyncIterator[Loopback]:
-    fake = FakeZhiqite(queue_seconds=0.03, run_seconds=0.06, upload_seconds=0.01)
-    files: dict[str, bytes] = {}
-    receiver = Receiver(answers=[{"code": "200"}])
-
-    async def media(request: Request) -> Response:
-        data = files.get(request.path_params["name"])
-        return Response(data, media_type="image/png") if data else Response(status_code=404)
-
-    bot = Starlette(routes=[
-        Route("/media/{name}", media),
-        Route("/callbacks/zhiqite/{token}", receiver.endpoint, methods=["POST"]),
-    ])
-    try:
-        async with (
-            serve_nodelay(fake.app) as base_url,
-            serve_nodelay(bot) as bot_url,
-            httpx.AsyncClient() as client,
-        ):
-            yield Loopback(fake, base_url, client, files, f"{bot_url}/media", receiver,
-                           f"{bot_url}/callbacks/zhiqite/token")
-    finally:
-        await fake.aclose()
-
-
-@pytest.fixture
-def env(loopback_stack: Loopback) -> Loopback:
-    loopback_stack.fake.reset()
-    loopback_stack.receiver.answers[:] = [{"code": "200"}]
-    loopback_stack.receiver.received.clear()
-    return loopback_stack
-
-
-async def poll_until_done(provider: z.Zhiqite, job_id: str, timeout: float = 3.0) -> list[JobState]:
-    states: list[JobState] = []
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        states.append(await provider.poll(job_id))
-        if states[-1].finished:
-            return states
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"not finished: {states[-1] if states else None}")
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.005)
+def provider_for(env: VendorStack, timeout: float = 2.0, **settings: Any) -> z.Zhiqite:
+    return make_provider(z.Zhiqite, env.client, env.base_url, timeout=timeout,
+                         **(settings or FAKE_APP_CODE))
 
 
 @loopback
-async def test_fake_txt2img_end_to_end(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_txt2img_end_to_end(env: VendorStack) -> None:
+    provider = provider_for(env)
     submitted = await provider.submit(make_spec(n=2, width=640, height=480, business_id="e2e-1"))
     states = await poll_until_done(provider, submitted.job_id)
     assert {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED} <= {s.status for s in states}
@@ -918,10 +762,10 @@ async def test_fake_txt2img_end_to_end(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_preview_as_data_uri(env: Loopback) -> None:
+async def test_fake_preview_as_data_uri(env: VendorStack) -> None:
     env.fake.preview_as_data_uri = True
     env.fake.run_seconds = 5
-    provider = env.provider()
+    provider = provider_for(env)
     submitted = await provider.submit(make_spec(business_id="uri-1"))
     env.fake.advance(env.fake.queue_seconds + 1)
     state = await provider.poll(submitted.job_id)
@@ -930,28 +774,31 @@ async def test_fake_preview_as_data_uri(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_access_key_mode_and_lists(env: Loopback) -> None:
-    provider = env.provider(app_code=None)
-    page = await provider.list_models("model", page=1, page_size=2)
-    assert page.total == 3 and len(page.rows) == 2
-    assert z.ASSUMED.default_model in {r["sdModelCheckpoint"] for r in page.rows}
-    for kind in ("lora", "vae", "embedding"):
-        assert (await provider.list_models(kind)).rows
-    assert await provider.probe() == "ok"
+async def test_fake_access_key_mode_and_probe(env: VendorStack) -> None:
+    provider = provider_for(env, **FAKE_ACCESS_KEY)
+    submitted = await provider.submit(make_spec(business_id="ak-1"))
+    assert (await poll_until_done(provider, submitted.job_id))[-1].status is JobStatus.SUCCEEDED
+    headers = env.fake.api_requests("text2image")[0].headers
+    assert headers["x-request-req-accesskeyid"] == "test-key-id"
+    assert "authorization" not in headers
+    calls = len(env.fake.api_requests())
+    assert (await provider.probe()).startswith("reachable (HTTP ")
+    assert len(env.fake.api_requests()) == calls  # no API call, paid or not
 
 
 @loopback
-async def test_fake_rejects_wrong_credentials(env: Loopback) -> None:
-    for provider in (env.provider(app_code="wrong-code"),
-                     env.provider(app_code=None, key_secret="wrong-secret")):
+async def test_fake_rejects_wrong_credentials(env: VendorStack) -> None:
+    for provider in (provider_for(env, zhiqite_app_code="wrong-code"),
+                     provider_for(env, **{**FAKE_ACCESS_KEY,
+                                          "zhiqite_access_key_secret": "wrong-secret"})):
         with pytest.raises(AuthError):
             await provider.submit(make_spec(business_id="creds"))
     assert "sd:creds" not in env.fake.jobs
 
 
 @loopback
-async def test_fake_checks_the_model_and_required_fields(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_checks_the_model_and_required_fields(env: VendorStack) -> None:
+    provider = provider_for(env)
     with pytest.raises(BadRequest, match="模型不存在"):
         await provider.submit(make_spec(model="no-such-model", business_id="m-1"))
     with pytest.raises(BadRequest, match="prompt"):
@@ -959,10 +806,10 @@ async def test_fake_checks_the_model_and_required_fields(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_callback_is_retried_until_answered_properly(env: Loopback) -> None:
+async def test_fake_callback_is_retried_until_answered_properly(env: VendorStack) -> None:
     env.fake.callback_delay_scale = 0.01
     env.receiver.answers[:] = [{"code": "500", "msg": "not yet"}, dict(z.Zhiqite.callback_answer)]
-    provider = env.provider()
+    provider = provider_for(env)
     submitted = await provider.submit(make_spec(business_id="cb-1", callback_url=env.callback_url))
     attempts = await env.fake.wait_for_callbacks(2)
     await asyncio.sleep(0.05)  # no further attempt once accepted
@@ -970,13 +817,15 @@ async def test_fake_callback_is_retried_until_answered_properly(env: Loopback) -
     assert attempts[1].at - attempts[0].at >= 3 * 0.01 * 0.9  # first step of 3, 5, 15, ...
     state = provider.parse_callback(env.receiver.received[-1], submitted.job_id)
     assert state.status is JobStatus.SUCCEEDED and state.images
+    with pytest.raises(JobNotFound):  # the token of another task
+        provider.parse_callback(env.receiver.received[-1], "sd:another-task")
 
 
 @loopback
-async def test_fake_callback_gives_up_after_ten_retries(env: Loopback) -> None:
+async def test_fake_callback_gives_up_after_ten_retries(env: VendorStack) -> None:
     env.fake.callback_delay_scale = 0.00001  # 3 s → 30 µs … 3600 s → 36 ms
     env.receiver.answers[:] = [{"code": "400"}]
-    provider = env.provider()
+    provider = provider_for(env)
     await provider.submit(make_spec(business_id="cb-2", callback_url=env.callback_url))
     await env.fake.wait_for_callbacks(11)
     await asyncio.sleep(0.05)
@@ -984,21 +833,21 @@ async def test_fake_callback_gives_up_after_ten_retries(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_callback_bare_shape_for_a_tool(env: Loopback) -> None:
+async def test_fake_callback_bare_shape_for_a_tool(env: VendorStack) -> None:
     env.fake.callback_shape = "bare"
-    provider = env.provider()
+    provider = provider_for(env)
     spec = make_spec(Capability.UPSCALE, images=(env.input("photo-cb", png(80, 60)),),
                      business_id="up-cb", callback_url=env.callback_url)
     submitted = await provider.submit(spec)
     await env.fake.wait_for_callbacks(1)
     state = provider.parse_callback(env.receiver.received[0], submitted.job_id)
-    assert state.status is JobStatus.SUCCEEDED
+    assert submitted.job_id == "enhance:up-cb" and state.status is JobStatus.SUCCEEDED
 
 
 @loopback
-async def test_fake_result_urls_expire(env: Loopback) -> None:
+async def test_fake_result_urls_expire(env: VendorStack) -> None:
     env.fake.url_ttl = 60
-    provider = env.provider()
+    provider = provider_for(env)
     submitted = await provider.submit(make_spec(business_id="exp-1"))
     env.fake.finish(submitted.job_id)
     url = (await provider.poll(submitted.job_id)).images[0].url
@@ -1008,8 +857,8 @@ async def test_fake_result_urls_expire(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_img2img_fetches_the_input_url(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_img2img_fetches_the_input_url(env: VendorStack) -> None:
+    provider = provider_for(env)
     photo = env.input("photo-1", png(300, 200))
     submitted = await provider.submit(make_spec(Capability.IMG2IMG, business_id="i2i-1",
                                                 images=(photo,)))
@@ -1021,9 +870,9 @@ async def test_fake_img2img_fetches_the_input_url(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_img2img_with_unreachable_input_fails(env: Loopback) -> None:
-    provider = env.provider()
-    gone = input_image(png(), url=f"{env.media}/gone")
+async def test_fake_img2img_with_unreachable_input_fails(env: VendorStack) -> None:
+    provider = provider_for(env)
+    gone = input_image(url=f"{env.media}/gone")
     submitted = await provider.submit(make_spec(Capability.IMG2IMG, business_id="i2i-2",
                                                 images=(gone,)))
     env.fake.finish(submitted.job_id)
@@ -1033,8 +882,8 @@ async def test_fake_img2img_with_unreachable_input_fails(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_faceswap_and_upscale(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_faceswap_and_upscale(env: VendorStack) -> None:
+    provider = provider_for(env)
     face = env.input("face", png(100, 100, (250, 200, 150)))
     target = env.input("target", png(120, 90, (20, 40, 60)))
     swap = await provider.submit(make_spec(Capability.FACESWAP, business_id="fs-1",
@@ -1052,8 +901,8 @@ async def test_fake_faceswap_and_upscale(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_tool_failure(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_tool_failure(env: VendorStack) -> None:
+    provider = provider_for(env)
     env.fake.fail_job_next("换脸失败：未检测到人脸")
     submitted = await provider.submit(make_spec(
         Capability.FACESWAP, business_id="fs-2",
@@ -1063,8 +912,8 @@ async def test_fake_tool_failure(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_duplicate_submit_and_find_submitted(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_duplicate_submit_and_find_submitted(env: VendorStack) -> None:
+    provider = provider_for(env)
     spec = make_spec(business_id="dup-1")
     assert await provider.find_submitted(spec) is None
     await provider.submit(spec)
@@ -1076,8 +925,8 @@ async def test_fake_duplicate_submit_and_find_submitted(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_moderation_and_failure(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_moderation_and_failure(env: VendorStack) -> None:
+    provider = provider_for(env)
     env.fake.moderate_next()
     all_gone = await provider.submit(make_spec(n=2, business_id="mod-1"))
     env.fake.moderate_next(indices=[0], mode="hidden")
@@ -1108,9 +957,9 @@ async def test_fake_moderation_and_failure(env: Loopback) -> None:
         ("timeout", VendorTimeout),
     ],
 )
-async def test_fake_faults(env: Loopback, fault: str, error: type[ProviderError]) -> None:
+async def test_fake_faults(env: VendorStack, fault: str, error: type[ProviderError]) -> None:
     env.fake.timeout_seconds = 0.15
-    provider = env.provider(timeout=0.05)
+    provider = provider_for(env, timeout=0.05)
     env.fake.fail_next(fault)
     spec = make_spec(business_id=f"fault-{fault}")
     with pytest.raises(error):
@@ -1123,8 +972,8 @@ async def test_fake_faults(env: Loopback, fault: str, error: type[ProviderError]
 
 
 @loopback
-async def test_fake_fault_on_queries_only(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_fault_on_queries_only(env: VendorStack) -> None:
+    provider = provider_for(env)
     env.fake.fail_next("throttled", times=2, path="queryTaskInfo")
     submitted = await provider.submit(make_spec(business_id="q-fault"))
     for _ in range(2):
@@ -1134,8 +983,8 @@ async def test_fake_fault_on_queries_only(env: Loopback) -> None:
 
 
 @loopback
-async def test_fake_sees_credentials_only_in_the_auth_header(env: Loopback) -> None:
-    provider = env.provider()
+async def test_fake_sees_credentials_only_in_the_auth_header(env: VendorStack) -> None:
+    provider = provider_for(env)
     submitted = await provider.submit(make_spec(
         Capability.IMG2IMG, business_id="leak-1", images=(env.input("leak", png()),)))
     await poll_until_done(provider, submitted.job_id)
