@@ -1,26 +1,27 @@
 """A fake aichatapi, as strict as its document (seeds/000_…): the `apikey`
 header, a multipart upload whose `image` part Pillow can open and whose
 `params` part is a JSON *string* with every field of the seed's example, the
-1 request/second limit (submits and queries together) and the 10,000/day
-limit; tasks that queue, generate and finish with real PNGs served (and
-expiring) from the fake itself; fault switches for every error path.
+1 request/second limit (submits and queries together; ``rate_interval``) and
+the 10,000/day limit; tasks that queue, generate, fetch their images and
+finish with real PNGs served (and expiring) from the fake itself; fault
+switches for every error path.
 
-The seed shows no response at all. Shapes used here, all [assume] (the same
-as providers/aichatapi.py's ASSUMED), every error with HTTP 200:
+The seed shows no response. Shapes, as a public client of the same
+company's API reads them (VENDORS.md's corrections), every error with HTTP 200:
     submit   {"code": 200, "msg": "提交成功", "data": {"task_id": 382243}}
-    query    {"code": 200, "msg": "success", "data": {"task_id", "state": "0".."3",
-              "state_name", "queue", "wait_for", "images": [url, ...], "error"}}
+    query    {"code": 200, "msg": "success", "data": {"task_id", "state", "state_name",
+              "do_use": seconds since the submit, ...}} where `state` is a string:
+               "0" waiting, with "queue" (position; 0 once generating [assume]) and
+                   "wait_for" (seconds)
+               "1" generated, fetching the images (for ``fetch_seconds``)
+               "2" done, with "images": [url, ...]
+               "3" failed, no error field (the fake's reason is the state_name)
     errors   {"code": 401 | 402 | 429 | 400 | 404 | 500, "msg": "...", "data": null}
-
-    fake = FakeAichatapi(queue_seconds=0.05, run_seconds=0.1, rate_interval=0.0)
-    async with serve(fake.app) as base_url:   # both AICHATAPI_BASE_URL and _QUERY_URL
-        ...
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
+import functools
 import json
 import random
 import re
@@ -31,17 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageOps
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+
+from tests.fakes.vendor import (FakeVendor, html, JSONResponse, Request, Response, Route,
+                                Starlette, _is_image, _is_int, _is_number, _parse_json, _png,
+                                _rgb)
 
 SUBMIT_PATH = "/api/image2image"
 QUERY_PATH = "/api/v1/draw/query"
-FAULT_KINDS = frozenset(
-    {"http500", "malformed", "auth", "quota", "rate_limited", "sensitive", "timeout",
-     "bad_request"}
-)
 MODEL_IDS = frozenset({"b49012a9071407209652d332517a182e", "5d7e9a1c0b3f4e2a8c6d1f0e9b8a7c6d"})
 STYLE_IDS = frozenset({"fc1be0561c11fe7019f4424f5e7b2c85", "0a1b2c3d4e5f60718293a4b5c6d7e8f9"})
 SAMPLERS = frozenset({"DPM++ 2M Karras", "Euler a", "Euler", "DPM++ SDE Karras", "DDIM"})
@@ -49,18 +46,21 @@ SIZE_IDS: dict[str, tuple[int, int]] = {  # → output size, 512 on the long sid
     "1:1": (512, 512), "2:3": (344, 512), "3:2": (512, 344), "3:4": (384, 512),
     "4:3": (512, 384), "9:16": (288, 512), "16:9": (512, 288),
 }
+FREE_DAILY_LIMIT = 10_000  # [seed] free tier
 RATE_LIMIT_MSG = "请求频率超限，免费用户限制1秒1次"
-DAILY_LIMIT_MSG = "今日请求次数已达上限(10000次)"
 
 
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: str  # the raw query string (the seed's demos put ?key= there)
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON; for multipart {"params": text, "image": {...}}; else text
-    raw: bytes = b""
+def daily_limit_msg(limit: int = FREE_DAILY_LIMIT) -> str:
+    """The refusal once the day's requests are used up: it names the daily limit."""
+    return f"今日请求次数已达上限({limit}次)"
+
+
+DAILY_LIMIT_MSG = daily_limit_msg()
+
+
+def _error(code: int, msg: str) -> JSONResponse:
+    """The vendor answers errors with HTTP 200 and a code in the body [assume]."""
+    return JSONResponse({"code": code, "msg": msg, "data": None})
 
 
 @dataclass
@@ -87,46 +87,42 @@ class FakeJob:
         return f"task:{self.task_id}"
 
 
-class FakeAichatapi:
+class FakeAichatapi(FakeVendor):
+    api_paths = (SUBMIT_PATH, QUERY_PATH)
+    expired_text = "Forbidden: link expired"
+    # fail_next kinds beyond malformed / timeout.
+    faults = {kind: functools.partial(_error, code, msg) for kind, (code, msg) in {
+        "auth": (401, "apikey不存在或已失效"),
+        "quota": (402, "账户余额不足，请充值后再试"),
+        "daily_limit": (429, DAILY_LIMIT_MSG),  # the free tier's 10,000/day
+        "rate_limited": (429, RATE_LIMIT_MSG),
+        "sensitive": (400, "提示词包含违规敏感内容，请修改后重试"),
+        "bad_request": (400, "params参数错误"),
+    }.items()} | {"http500": lambda: html(500, "500 Internal Server Error")}
+
     def __init__(
         self,
         api_key: str = "test-aichat-key",
         *,
-        queue_seconds: float = 0.05,
-        run_seconds: float = 0.1,
-        url_ttl: float = 3600.0,
-        timeout_seconds: float = 1.0,
-        rate_interval: float = 1.0,
-        daily_limit: int = 10_000,
+        # queued, generating, fetching the images: the fake's seconds in each
+        queue_seconds: float = 0.05, run_seconds: float = 0.1, fetch_seconds: float = 0.05,
+        url_ttl: float = 3600.0, timeout_seconds: float = 1.0,
+        rate_interval: float = 1.0, daily_limit: int = FREE_DAILY_LIMIT,  # [seed] free tier
         first_task_id: int = 382243,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.api_key = api_key
-        self.queue_seconds = queue_seconds
-        self.run_seconds = run_seconds
-        self.url_ttl = url_ttl
-        self.timeout_seconds = timeout_seconds
-        self.rate_interval = rate_interval
-        self.daily_limit = daily_limit
-        self._clock = clock
-        self._offset = 0.0
-        # reset() puts these back, so one server can serve many tests.
-        self._defaults = {
-            name: getattr(self, name)
-            for name in ("api_key", "queue_seconds", "run_seconds", "url_ttl",
-                         "timeout_seconds", "rate_interval", "daily_limit")
-        }
-
-        self.requests: list[RecordedRequest] = []
+        """``fetch_seconds``: how long a generated task stays in state "1"
+        (fetching its images) before "2"."""
+        super().__init__(
+            clock, api_key=api_key, queue_seconds=queue_seconds, run_seconds=run_seconds,
+            fetch_seconds=fetch_seconds, url_ttl=url_ttl, timeout_seconds=timeout_seconds,
+            rate_interval=rate_interval, daily_limit=daily_limit,
+        )
         self.jobs: dict[int, FakeJob] = {}
-        self.files: dict[str, tuple[bytes, float]] = {}  # name → (png, created_at)
         self.requests_today = 0  # requests the daily limit counted
         self.refused: list[str] = []  # "rate_limited" / "daily_limit", in order
         self._last_accepted: float | None = None
         self._next_task_id = first_task_id
-        self._faults: list[list[Any]] = []  # [kind, times left, path filter]
-        self._next_fail: list[str] = []
-
         self.app = Starlette(routes=[
             Route(SUBMIT_PATH, self._submit, methods=["GET", "POST"]),
             Route(QUERY_PATH, self._query, methods=["GET", "POST"]),
@@ -135,115 +131,54 @@ class FakeAichatapi:
 
     # ---- test-side controls --------------------------------------------
 
-    def now(self) -> float:
-        return self._clock() + self._offset
-
-    def set_clock(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-
-    def advance(self, seconds: float) -> None:
-        """Move the fake's time forward (tasks progress, URLs expire, the
-        rate-limit window passes)."""
-        self._offset += seconds
-
     def reset(self) -> None:
-        """Back to the constructor's options with no pending faults, records
-        or rate-limit history; jobs and files stay (ids keep counting)."""
-        for name, value in self._defaults.items():
-            setattr(self, name, value)
-        self._offset = 0.0
-        self._faults.clear()
-        self._next_fail.clear()
+        """Also forgets the rate-limit history; task ids keep counting."""
+        super().reset()
         self._last_accepted = None
         self.requests_today = 0
         self.refused.clear()
-        self.requests.clear()
-
-    def fail_next(self, kind: str, times: int = 1, path: str | None = None) -> None:
-        """The next ``times`` API calls (whose path contains ``path``, if
-        given) fail as ``kind``: http500, malformed (HTML with HTTP 200),
-        auth, quota, rate_limited, sensitive, bad_request (code errors with
-        HTTP 200), timeout (answers normally after ``timeout_seconds``)."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}")
-        self._faults.append([kind, times, path])
 
     def fail_job_next(self, error: str = "生成失败，请重试") -> None:
-        """The next task ends in state 3 with this error."""
-        self._next_fail.append(error)
+        """The next task ends in state 3, this text its state_name."""
+        self._script("failure", error)
 
     def job(self, job_id: str | int) -> FakeJob:
         """A job by adapter job id ("task:382243") or task_id."""
         text = str(job_id).removeprefix("task:")
         return self.jobs[int(text)]
 
-    def finish(self, job_id: str | int) -> None:
-        """Finish a task now, whatever the clock says."""
-        self.job(job_id).forced_done = True
-
-    def api_requests(self, endpoint: str | None = None) -> list[RecordedRequest]:
-        """Recorded API calls, optionally those whose path ends with ``endpoint``."""
-        return [
-            r for r in self.requests
-            if r.path in (SUBMIT_PATH, QUERY_PATH)
-            and (endpoint is None or r.path.endswith(endpoint))
-        ]
-
-    async def aclose(self) -> None:
-        """Nothing runs in the background; kept for the fakes' common API."""
-
     # ---- the API ---------------------------------------------------------
 
-    async def _record(self, request: Request) -> RecordedRequest:
-        raw = await request.body()
-        headers = {k.lower(): v for k, v in request.headers.items()}
+    def _parse_body(self, raw: bytes, headers: dict[str, str]) -> Any:
         content_type = headers.get("content-type", "")
-        body: Any
         if content_type.startswith("multipart/form-data"):
-            body = _describe_multipart(raw, content_type)
-        else:
-            body = _parse_json(raw)
-        record = RecordedRequest(request.method, request.url.path, request.url.query,
-                                 headers, body, raw)
-        self.requests.append(record)
-        return record
+            return _describe_multipart(raw, content_type)
+        return _parse_json(raw)
 
-    async def _gate(self, request: Request, record: RecordedRequest) -> Response | None:
-        """Faults, then auth, then the daily and per-second limits — the
-        answer that refuses this request, or None to serve it."""
-        fault = self._take_fault(record.path)
-        if fault == "timeout":
-            await asyncio.sleep(self.timeout_seconds)  # then answer as usual, too late
-        elif fault is not None:
-            return _fault_response(fault)
+    async def _gate(self, request: Request) -> tuple[Any, Response | None]:
+        """(the recorded request, the answer that refuses it or None):
+        faults, then auth, then the daily and per-second limits."""
+        record = await self._record(request)
+        refused = await self._faulted(record.path)
+        if refused is not None:
+            return record, refused
         if record.headers.get("apikey") != self.api_key or not self.api_key:
-            return _error(401, "apikey不存在或已失效")
+            return record, _error(401, "apikey不存在或已失效")
         if request.method != "POST":
-            return _error(405, "请求方式错误，仅支持POST")
+            return record, _error(405, "请求方式错误，仅支持POST")
         if self.requests_today >= self.daily_limit:
             self.refused.append("daily_limit")
-            return _error(429, DAILY_LIMIT_MSG)
+            return record, _error(429, daily_limit_msg(self.daily_limit))
         now = self.now()
         if self._last_accepted is not None and now - self._last_accepted < self.rate_interval:
             self.refused.append("rate_limited")
-            return _error(429, RATE_LIMIT_MSG)
+            return record, _error(429, RATE_LIMIT_MSG)
         self._last_accepted = now
         self.requests_today += 1
-        return None
-
-    def _take_fault(self, path: str) -> str | None:
-        for fault in self._faults:
-            kind, left, wanted = fault
-            if left > 0 and (wanted is None or wanted in path):
-                fault[1] -= 1
-                if fault[1] == 0:
-                    self._faults.remove(fault)
-                return kind
-        return None
+        return record, None
 
     async def _submit(self, request: Request) -> Response:
-        record = await self._record(request)
-        refused = await self._gate(request, record)
+        record, refused = await self._gate(request)
         if refused is not None:
             return refused
         content_type = record.headers.get("content-type", "")
@@ -266,23 +201,21 @@ class FakeAichatapi:
             image=image,
             created_at=self.now(),
             base_url=str(request.base_url).rstrip("/"),
+            fail_error=self._scripted_next("failure", ""),
         )
         self._next_task_id += 1
-        if self._next_fail:
-            job.fail_error = self._next_fail.pop(0)
         self.jobs[job.task_id] = job
         return JSONResponse({"code": 200, "msg": "提交成功", "data": {"task_id": job.task_id}})
 
     async def _query(self, request: Request) -> Response:
-        record = await self._record(request)
-        refused = await self._gate(request, record)
+        record, refused = await self._gate(request)
         if refused is not None:
             return refused
         if not record.headers.get("content-type", "").startswith("application/json"):
             return _error(400, "Content-Type必须为application/json")
         body = record.body
         task_id = body.get("task_id") if isinstance(body, dict) else None
-        if not isinstance(task_id, int) or isinstance(task_id, bool):
+        if not _is_int(task_id):
             return _error(400, "task_id不能为空且必须为数字")
         job = self.jobs.get(task_id)
         if job is None:
@@ -291,34 +224,26 @@ class FakeAichatapi:
 
     # ---- tasks, time and images ------------------------------------------
 
-    def _phase(self, job: FakeJob) -> tuple[str, float]:
-        """(phase, seconds still to wait)."""
-        if job.forced_done:
-            return "done", 0.0
-        elapsed = self.now() - job.created_at
-        if elapsed < self.queue_seconds:
-            return "queued", self.queue_seconds - elapsed + self.run_seconds
-        if elapsed < self.queue_seconds + self.run_seconds:
-            return "running", self.queue_seconds + self.run_seconds - elapsed
-        return "done", 0.0
-
-    def _queue_position(self, job: FakeJob) -> int:
-        ahead = [other for other in self.jobs.values()
-                 if other.task_id < job.task_id and self._phase(other)[0] == "queued"]
-        return len(ahead) + 1
+    def _phase(self, job: FakeJob) -> str:
+        """queued → running (generating) → fetching (its images) → done."""
+        stages = (("queued", self.queue_seconds), ("running", self.run_seconds),
+                  ("fetching", self.fetch_seconds))
+        return self._timeline(job, stages, "done")[0]
 
     def _task_data(self, job: FakeJob) -> dict[str, Any]:
-        phase, wait = self._phase(job)
-        data: dict[str, Any] = {
-            "task_id": job.task_id, "queue": 0, "wait_for": round(wait, 3),
-            "images": [], "error": None,
-        }
-        if phase == "queued":
-            data.update(state="0", state_name="排队中", queue=self._queue_position(job))
-        elif phase == "running":
-            data.update(state="1", state_name="生成中")
+        phase = self._phase(job)
+        data: dict[str, Any] = {"task_id": job.task_id,
+                                "do_use": int(self.now() - job.created_at)}
+        if phase in ("queued", "running"):
+            left = job.created_at + self.queue_seconds + self.run_seconds - self.now()
+            queued = phase == "queued"
+            queue = self._queue_position(job, self.jobs.values(), "queued") if queued else 0
+            data.update(state="0", state_name="排队中" if queue else "生成中", queue=queue,
+                        wait_for=round(max(0.0, left), 3))
+        elif phase == "fetching":
+            data.update(state="1", state_name="生成完成，正在获取图片")
         elif job.fail_error:
-            data.update(state="3", state_name="生成失败", error=job.fail_error)
+            data.update(state="3", state_name=job.fail_error)
         else:
             self._ensure_outputs(job)
             data.update(state="2", state_name="已完成",
@@ -331,19 +256,8 @@ class FakeAichatapi:
         size = SIZE_IDS[job.params["size_id"]]
         seed = job.params["seed"] if job.params["seed"] >= 0 else random.randrange(2**31)
         for index in range(job.params["number"]):
-            name = f"{uuid.uuid4().hex}.png"
-            self.files[name] = (_render(job.image, size, seed + index, index), self.now())
-            job.outputs.append(name)
-
-    async def _output(self, request: Request) -> Response:
-        await self._record(request)
-        name = request.path_params["name"]
-        if name not in self.files:
-            return Response("Not Found", 404, media_type="text/plain")
-        data, created = self.files[name]
-        if self.now() - created > self.url_ttl:
-            return Response("Forbidden: link expired", 403, media_type="text/plain")
-        return Response(data, media_type="image/png")
+            picture = _render(job.image, size, seed + index, index)
+            job.outputs.append(self._store(f"{uuid.uuid4().hex}.png", picture))
 
 
 # ---- multipart (pure; Starlette's own parser needs python-multipart) ---------
@@ -430,10 +344,6 @@ def _params_part(parts: dict[str, Part]) -> tuple[dict[str, Any] | None, str]:
     return (None, problem) if problem else (params, "")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def params_problem(params: dict[str, Any]) -> str:
     """The first field that breaks the seed's example, or ""."""
     int_ranges = {"number": (1, 4), "hire": (0, 1), "steps": (1, 100), "lora_scale": (0, 100),
@@ -445,7 +355,7 @@ def params_problem(params: dict[str, Any]) -> str:
     if not _is_int(params.get("seed")) or params["seed"] < -1:
         return "seed必须为整数，-1为随机"
     cfg = params.get("cfg_scale")
-    if not isinstance(cfg, int | float) or isinstance(cfg, bool) or not 1 <= cfg <= 30:
+    if not _is_number(cfg) or not 1 <= cfg <= 30:
         return "cfg_scale取值范围[1,30]"
     if not isinstance(params.get("as_prompt"), bool):
         return "as_prompt必须为布尔值"
@@ -462,64 +372,13 @@ def params_problem(params: dict[str, Any]) -> str:
     return ""
 
 
-def _is_image(data: bytes) -> bool:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-        return True
-    except Exception:  # noqa: BLE001 — any Pillow failure means "not an image"
-        return False
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return raw.decode("utf-8", "replace")
-
-
-# ---- responses ---------------------------------------------------------------
-
-
-def _error(code: int, msg: str) -> JSONResponse:
-    """The vendor answers errors with HTTP 200 and a code in the body [assume]."""
-    return JSONResponse({"code": code, "msg": msg, "data": None})
-
-
-def _fault_response(kind: str) -> Response:
-    match kind:
-        case "http500":
-            return Response("<html><body>500 Internal Server Error</body></html>", 500,
-                            media_type="text/html")
-        case "malformed":
-            return Response("<html><body>502 Bad Gateway</body></html>", 200,
-                            media_type="text/html")
-        case "auth":
-            return _error(401, "apikey不存在或已失效")
-        case "quota":
-            return _error(402, "账户余额不足，请充值后再试")
-        case "rate_limited":
-            return _error(429, RATE_LIMIT_MSG)
-        case "sensitive":
-            return _error(400, "提示词包含违规敏感内容，请修改后重试")
-        case _:
-            return _error(400, "params参数错误")
-
-
 # ---- images ----------------------------------------------------------------
-
-
-def _png(img: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 def _render(source: bytes, size: tuple[int, int], seed: int, index: int) -> bytes:
     """The input photo fitted to the size, tinted per image: an 'img2img'."""
     rng = random.Random(seed)
-    with Image.open(io.BytesIO(source)) as img:
-        base = ImageOps.fit(img.convert("RGB"), size)
+    base = ImageOps.fit(_rgb(source), size)
     tint = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
     out = Image.blend(base, tint, 0.35)
     ImageDraw.Draw(out).text((8, 8), f"aichatapi #{index} seed {seed}", fill=(255, 255, 255))

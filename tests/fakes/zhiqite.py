@@ -3,20 +3,19 @@ the vendor document (seeds/002_…): auth headers, Content-Type, required
 fields, size limits, duplicate ids; jobs that queue, run with a live preview,
 upload and finish with real PNGs served (and expiring) from the fake itself;
 input images fetched by URL like the real vendor; callbacks retried on the
-vendor's schedule; fault switches for every error path.
+vendor's schedule; fault switches for every error path. Every query is a
+billed call [seed] ("会多消耗一次接口请求次数"): ``api_requests`` counts them.
 
-    fake = FakeZhiqite(queue_seconds=0.05, run_seconds=0.1)
-    async with serve(fake.app) as base_url:
-        ...
-    await fake.aclose()          # stops callback deliveries, closes its client
+Tool tasks (roop, enhance) answer their queryTask as its table says
+("1.成功, 2.失败"): status 1 with outputImageUrl when done, status 2 and no
+URL when failed. While a tool task runs (no status documented) the fake
+answers like the submit answer's "1:生成中", but without the URL yet: only
+the URL tells done from running.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import io
-import json
 import random
 import time
 import uuid
@@ -24,20 +23,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-from PIL import Image, ImageDraw
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from PIL import Image
+
+from tests.fakes.vendor import (FakeVendor, JSONResponse, Request, Response, Route, Starlette,
+                                _face_pasted, _is_http, _json_problem, _parse_json, _picture,
+                                _png, _required_strings, _size_of, _upscaled, _url_problem)
 
 API_ROOT = "/AIGCImgOpenServ/"
 CALLBACK_SCHEDULE = (3, 5, 15, 30, 60, 600, 3600)  # seconds [seed]
 CALLBACK_MAX_RETRIES = 10  # [seed] at most 10 retries
-FAULT_KINDS = frozenset(
-    {"http500", "malformed", "quota", "throttled", "auth", "timeout", "code400", "sensitive"}
-)
 DEFAULT_MODEL = "revAnimated_v122_7371.safetensors"
+TOOL_DONE, TOOL_FAILED = 1, 2  # [seed] queryTask: "1.成功, 2.失败"
+MAX_ENHANCE_SIDE = 1536  # [seed]
 
 MODEL_ROWS = [
     {"id": 1, "sdModelCheckpoint": DEFAULT_MODEL, "sdModelName": "ReV Animated",
@@ -75,35 +72,6 @@ LIST_ROWS: dict[str, list[dict[str, Any]]] = {
 
 
 @dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names
-    body: Any  # parsed JSON, or the raw text
-
-
-@dataclass
-class FetchRecord:
-    job_id: str
-    url: str
-    ok: bool
-    status_code: int | None
-    error: str = ""
-
-
-@dataclass
-class CallbackAttempt:
-    job_id: str
-    url: str
-    attempt: int  # 1 = first delivery
-    at: float  # the fake's clock
-    payload: dict[str, Any]
-    status_code: int | None
-    answer: str
-    accepted: bool
-
-
-@dataclass
 class FakeJob:
     vendor_id: str
     kind: str  # "sd" | "roop" | "enhance"
@@ -131,115 +99,61 @@ class FakeJob:
         return bool(self.fetch_error or self.fail_desc)
 
 
-class FakeZhiqite:
+class FakeZhiqite(FakeVendor):
+    api_paths = (API_ROOT,)
+    oss_files = True
+    # fail_next kinds beyond http500 / malformed / timeout.
+    faults = {
+        "quota": lambda: _gateway_error(403, "A403QE", "Quota Exhausted"),
+        "throttled": lambda: _gateway_error(403, "A403AR", "Throttled by APP Flow Control"),
+        "auth": lambda: _gateway_error(403, "A403AC", "Invalid AppCode `not exists`"),
+        "code400": lambda: _code400("系统繁忙，请稍后再试"),
+        "sensitive": lambda: _code400("提示词包含敏感词，请修改后重试"),
+    }
+
     def __init__(
         self,
         app_code: str | None = "test-app-code",
         access_key_id: str | None = "test-key-id",
         access_key_secret: str | None = "test-key-secret",
         *,
-        queue_seconds: float = 0.05,
-        run_seconds: float = 0.1,
-        upload_seconds: float = 0.02,
-        url_ttl: float = 3600.0,
-        timeout_seconds: float = 1.0,
-        callback_delay_scale: float = 1.0,
+        # a job's phases, in the fake's seconds
+        queue_seconds: float = 0.05, run_seconds: float = 0.1, upload_seconds: float = 0.02,
+        url_ttl: float = 3600.0, timeout_seconds: float = 1.0,
+        # callbacks: [seed] retried after 3, 5, 15 … s (× callback_delay_scale), 10 times
         callback_schedule: tuple[float, ...] = CALLBACK_SCHEDULE,
-        callback_max_retries: int = CALLBACK_MAX_RETRIES,
+        callback_delay_scale: float = 1.0, callback_max_retries: int = CALLBACK_MAX_RETRIES,
         callback_shape: str = "envelope",  # or "bare": only the data object
         preview_as_data_uri: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.app_code = app_code
-        self.access_key_id = access_key_id
-        self.access_key_secret = access_key_secret
-        self.queue_seconds = queue_seconds
-        self.run_seconds = run_seconds
-        self.upload_seconds = upload_seconds
-        self.url_ttl = url_ttl
-        self.timeout_seconds = timeout_seconds
-        self.callback_delay_scale = callback_delay_scale
-        self.callback_schedule = callback_schedule
-        self.callback_max_retries = callback_max_retries
-        self.callback_shape = callback_shape
-        self.preview_as_data_uri = preview_as_data_uri
-        self._clock = clock
-        self._offset = 0.0
-        # reset() puts these options back, so one server can serve many tests.
-        self._defaults = {
-            name: getattr(self, name)
-            for name in (
-                "app_code", "access_key_id", "access_key_secret", "queue_seconds",
-                "run_seconds", "upload_seconds", "url_ttl", "timeout_seconds",
-                "callback_delay_scale", "callback_schedule", "callback_max_retries",
-                "callback_shape", "preview_as_data_uri",
-            )
-        }
-
-        self.requests: list[RecordedRequest] = []
-        self.fetches: list[FetchRecord] = []
-        self.callbacks: list[CallbackAttempt] = []
-        self.jobs: dict[str, FakeJob] = {}  # "<kind>:<vendor id>" → job
-        self.files: dict[str, tuple[bytes, float]] = {}  # name → (png, created_at)
-        self._faults: list[list[Any]] = []  # [kind, times left, path filter]
-        self._next_fail: list[str] = []
-        self._next_moderation: list[tuple[str, frozenset[int] | None]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._http: httpx.AsyncClient | None = None
-
-        self._routes = self._handlers()
-        self.app = Starlette(
-            routes=[
-                Route(API_ROOT + "{path:path}", self._api, methods=["GET", "POST", "PUT"]),
-                Route("/output/{name}", self._output, methods=["GET"]),
-            ]
+        super().__init__(
+            clock, app_code=app_code, access_key_id=access_key_id,
+            access_key_secret=access_key_secret, queue_seconds=queue_seconds,
+            run_seconds=run_seconds, upload_seconds=upload_seconds, url_ttl=url_ttl,
+            timeout_seconds=timeout_seconds, callback_delay_scale=callback_delay_scale,
+            callback_schedule=callback_schedule, callback_max_retries=callback_max_retries,
+            callback_shape=callback_shape, preview_as_data_uri=preview_as_data_uri,
         )
+        self.jobs: dict[str, FakeJob] = {}  # "<kind>:<vendor id>" → job
+        self._routes = self._handlers()
+        self.app = Starlette(routes=[
+            Route(API_ROOT + "{path:path}", self._api, methods=["GET", "POST", "PUT"]),
+            Route("/output/{name}", self._output, methods=["GET"]),
+        ])
 
     # ---- test-side controls --------------------------------------------
-
-    def now(self) -> float:
-        return self._clock() + self._offset
-
-    def set_clock(self, clock: Callable[[], float]) -> None:
-        self._clock = clock
-
-    def advance(self, seconds: float) -> None:
-        """Move the fake's time forward (jobs progress, URLs expire)."""
-        self._offset += seconds
-
-    def reset(self) -> None:
-        """Back to the constructor's options with no pending faults, callbacks
-        or records; jobs and files stay (ids are unique per test anyway)."""
-        for name, value in self._defaults.items():
-            setattr(self, name, value)
-        self._offset = 0.0
-        self._faults.clear()
-        self._next_fail.clear()
-        self._next_moderation.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        self.requests.clear()
-        self.fetches.clear()
-        self.callbacks.clear()
-
-    def fail_next(self, kind: str, times: int = 1, path: str | None = None) -> None:
-        """The next ``times`` API calls (whose path contains ``path``, if given)
-        fail as ``kind``: http500, malformed, quota, throttled, auth, timeout
-        (answers after ``timeout_seconds``), code400, sensitive."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {kind!r}")
-        self._faults.append([kind, times, path])
 
     def moderate_next(self, indices: Iterable[int] | None = None, mode: str = "deleted") -> None:
         """The next job's images (all, or those ``indices``) fail moderation:
         ``deleted`` → image_status 2, ``hidden`` → img_audit_status false."""
         if mode not in ("deleted", "hidden"):
             raise ValueError(mode)
-        self._next_moderation.append((mode, None if indices is None else frozenset(indices)))
+        self._script("moderation", (mode, None if indices is None else frozenset(indices)))
 
     def fail_job_next(self, desc: str = "任务失败：生成异常") -> None:
-        """The next job ends with status 0 and this desc."""
-        self._next_fail.append(desc)
+        """The next job fails with this desc (SD status 0, tool status 2)."""
+        self._script("failure", desc)
 
     def job(self, job_id: str) -> FakeJob:
         """A job by adapter job id ("sd:x") or by vendor id ("x")."""
@@ -250,70 +164,22 @@ class FakeZhiqite:
             raise KeyError(job_id)
         return matches[0]
 
-    def finish(self, job_id: str) -> None:
-        """Finish a job now, whatever the clock says."""
-        self.job(job_id).forced_done = True
-
-    def fetched_urls(self) -> list[str]:
-        return [record.url for record in self.fetches]
-
-    def api_requests(self, endpoint: str | None = None) -> list[RecordedRequest]:
-        return [
-            r for r in self.requests
-            if r.path.startswith(API_ROOT) and (endpoint is None or r.path.endswith(endpoint))
-        ]
-
-    async def wait_for_callbacks(self, count: int, timeout: float = 3.0) -> list[CallbackAttempt]:
-        deadline = time.monotonic() + timeout
-        while len(self.callbacks) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.callbacks)} of {count} callback attempts")
-            await asyncio.sleep(0.005)
-        return self.callbacks
-
-    async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-
     # ---- the gateway -----------------------------------------------------
 
     async def _api(self, request: Request) -> Response:
-        raw = await request.body()
-        record = RecordedRequest(
-            method=request.method,
-            path=request.url.path,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=_parse_json(raw),
-        )
-        self.requests.append(record)
+        record = await self._record(request)
         endpoint = request.url.path[len(API_ROOT):]
-
-        fault = self._take_fault(endpoint)
-        if fault is not None and fault != "timeout":
-            return _fault_response(fault)
-        if fault == "timeout":
-            await asyncio.sleep(self.timeout_seconds)  # then answer as usual, too late
-
-        denied = self._check_auth(record.headers)
-        if denied is not None:
-            return denied
+        refused = await self._faulted(endpoint) or self._check_auth(record.headers)
+        if refused is not None:
+            return refused
         if request.method != "POST":
             return _gateway_error(405, "I405UM", f"Unsupported Method `{request.method}`")
         handler = self._routes.get(endpoint)
         if handler is None:
             return _gateway_error(400, "A400IU", "Invalid Url")
-        if not record.headers.get("content-type", "").lower().startswith("application/json"):
-            return _code400("Content-Type必须为application/json")
-        if not isinstance(record.body, dict):
-            return _code400("请求体不是合法的JSON")
+        problem = _json_problem(record.headers, record.body)
+        if problem:
+            return _code400(problem)
         return await handler(record.body, str(request.base_url).rstrip("/"))
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any], str], Any]]:
@@ -330,16 +196,6 @@ class FakeZhiqite:
         for name in LIST_ROWS:
             handlers[f"saas/sd/v2/{name}"] = self._lister(name)
         return handlers
-
-    def _take_fault(self, endpoint: str) -> str | None:
-        for fault in self._faults:
-            kind, left, path = fault
-            if left > 0 and (path is None or path in endpoint):
-                fault[1] -= 1
-                if fault[1] == 0:
-                    self._faults.remove(fault)
-                return kind
-        return None
 
     def _check_auth(self, headers: dict[str, str]) -> Response | None:
         """Aliyun market gateway: APPCODE, or the vendor's access-key pair."""
@@ -398,13 +254,16 @@ class FakeZhiqite:
         return _ok({"task_id": vendor_id})
 
     async def _query_task_info(self, body: dict[str, Any], base: str) -> Response:
+        job, refused = self._queried("sd", body)
+        return refused or _ok(self._sd_data(job))
+
+    def _queried(self, kind: str, body: dict[str, Any]) -> tuple[Any, Response | None]:
+        """(the job a query names, None) or (None, the refusal)."""
         vendor_id = body.get("businessTaskId")
         if not isinstance(vendor_id, str) or not vendor_id:
-            return _code400("businessTaskId不能为空")
-        job = self.jobs.get(f"sd:{vendor_id}")
-        if job is None:
-            return _not_found()
-        return _ok(self._sd_data(job))
+            return None, _code400("businessTaskId不能为空")
+        job = self.jobs.get(f"{kind}:{vendor_id}")
+        return (job, None) if job is not None else (None, _code400("任务不存在"))
 
     def _sd_data(self, job: FakeJob) -> dict[str, Any]:
         phase, progress = self._phase(job)
@@ -499,30 +358,26 @@ class FakeZhiqite:
 
     def _tool_query(self, tool: str) -> Callable[[dict[str, Any], str], Any]:
         async def query(body: dict[str, Any], base: str) -> Response:
-            vendor_id = body.get("businessTaskId")
-            if not isinstance(vendor_id, str) or not vendor_id:
-                return _code400("businessTaskId不能为空")
-            job = self.jobs.get(f"{tool}:{vendor_id}")
-            if job is None:
-                return _not_found()
-            return _ok(self._tool_data(job))
+            job, refused = self._queried(tool, body)
+            return refused or _ok(self._tool_data(job))
 
         return query
 
     def _tool_data(self, job: FakeJob) -> dict[str, Any]:
-        phase, _ = self._phase(job)
+        """A tool task as its queryTask answers: 1 + URL done, 2 failed."""
         data = {
             "businessTaskId": job.vendor_id,
             "taskId": job.task_id,
             "toolTask": job.kind,
-            "status": 1,
+            "status": 1,  # running: no status documented; the URL is still empty
             "outputImageUrl": "",
         }
-        if phase == "done" and job.failed:
-            data.update(status=0, desc=job.fetch_error or job.fail_desc)
-        elif phase == "done":
+        if self._done(job) and job.failed:
+            data.update(status=TOOL_FAILED, desc=job.fetch_error or job.fail_desc)
+        elif self._done(job):
             self._ensure_outputs(job)
-            data.update(status=2, outputImageUrl=f"{job.base_url}/output/{job.outputs[0]}")
+            data.update(status=TOOL_DONE,
+                        outputImageUrl=f"{job.base_url}/output/{job.outputs[0]}")
         return data
 
     # ---- lists -----------------------------------------------------------
@@ -550,54 +405,28 @@ class FakeZhiqite:
         it has a callbackUrl, schedule the delivery."""
         key = f"{job.kind}:{job.vendor_id}"
         self.jobs[key] = job
-        if self._next_fail:
-            job.fail_desc = self._next_fail.pop(0)
-        if job.kind == "sd" and self._next_moderation:
-            job.moderation, job.moderated = self._next_moderation.pop(0)
+        # A scripted outcome wins over what a subclass may have set.
+        job.fail_desc = self._scripted_next("failure", job.fail_desc)
+        if job.kind == "sd":
+            job.moderation, job.moderated = self._scripted_next(
+                "moderation", (job.moderation, job.moderated))
         job.input_urls = list(urls)
-        for url in urls:
-            data = await self._fetch(key, url)
-            if data is None:
-                job.fetch_error = "图片下载失败"
-                break
-            job.inputs.append(data)
+        inputs = await self._fetch_all(key, urls)
+        if inputs is None:
+            job.fetch_error = "图片下载失败"
+        else:
+            job.inputs = inputs
         if job.kind == "enhance" and job.inputs and not job.fetch_error:
-            with Image.open(io.BytesIO(job.inputs[0])) as img:
-                if max(img.size) > 1536:
-                    job.fetch_error = "图片尺寸超过1536*1536"
+            if max(_size_of(job.inputs[0])) > MAX_ENHANCE_SIDE:
+                job.fetch_error = f"图片尺寸超过{MAX_ENHANCE_SIDE}*{MAX_ENHANCE_SIDE}"
         if job.callback_url:
-            task = asyncio.get_running_loop().create_task(self._deliver(key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _fetch(self, key: str, url: str) -> bytes | None:
-        try:
-            response = await self._client().get(url)
-        except httpx.HTTPError as exc:
-            self.fetches.append(FetchRecord(key, url, False, None, type(exc).__name__))
-            return None
-        ok = response.status_code == 200 and _is_image(response.content)
-        error = "" if ok else "not an image" if response.status_code == 200 else "HTTP error"
-        self.fetches.append(FetchRecord(key, url, ok, response.status_code, error))
-        return response.content if ok else None
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
-        return self._http
+            self._spawn(self._deliver(key))
 
     def _phase(self, job: FakeJob) -> tuple[str, float]:
-        if job.forced_done:
-            return "done", 1.0
-        elapsed = self.now() - job.created_at
-        if elapsed < self.queue_seconds:
-            return "queued", 0.0
-        elapsed -= self.queue_seconds
-        if elapsed < self.run_seconds:
-            return "running", min(0.99, elapsed / self.run_seconds) if self.run_seconds else 0.0
-        if elapsed < self.run_seconds + self.upload_seconds:
-            return "uploading", 1.0
-        return "done", 1.0
+        stages = (("queued", self.queue_seconds), ("running", self.run_seconds),
+                  ("uploading", self.upload_seconds))
+        phase, fraction = self._timeline(job, stages, "done")
+        return phase, {"queued": 0.0, "running": min(0.99, fraction)}.get(phase, 1.0)
 
     def _preview(self, job: FakeJob, progress: float) -> str:
         shade = int(255 * progress)
@@ -610,12 +439,12 @@ class FakeZhiqite:
             rng = random.Random(job.vendor_id)
             for index in range(job.count):
                 seed = rng.randrange(2**31)
-                name = f"sd-{uuid.uuid4().hex}-{index}.png"
-                self.files[name] = (_render(job.width, job.height, seed, index), self.now())
-                job.outputs.append(name)
+                label = f"zhiqite #{index} seed {seed}"
+                picture = _picture((job.width, job.height), seed, label, blobs=4)
+                job.outputs.append(self._store(f"sd-{uuid.uuid4().hex}-{index}.png", picture))
                 job.seeds.append(seed)
         elif job.kind in ("roop", "enhance") and job.outputs[0] not in self.files:
-            self.files[job.outputs[0]] = (_tool_output(job), self.now())
+            self._store(job.outputs[0], _tool_output(job))
 
     def _done(self, job: FakeJob) -> bool:
         return self._phase(job)[0] == "done"
@@ -624,55 +453,21 @@ class FakeZhiqite:
 
     async def _deliver(self, key: str) -> None:
         job = self.jobs[key]
-        while not self._done(job):
-            await asyncio.sleep(0.005)
-        if job.kind == "sd":
-            data = self._sd_data(job)
-        else:
-            data = self._tool_data(job)
+        await self._until(lambda: self._done(job))
+        data = self._sd_data(job) if job.kind == "sd" else self._tool_data(job)
         payload = data if self.callback_shape == "bare" else {
             "code": "200", "msg": "success", "data": data,
         }
         assert job.callback_url is not None
-        for attempt in range(1, self.callback_max_retries + 2):
-            accepted = await self._post_callback(key, job.callback_url, attempt, payload)
-            if accepted or attempt > self.callback_max_retries:
-                return
-            step = self.callback_schedule[min(attempt, len(self.callback_schedule)) - 1]
-            await asyncio.sleep(step * self.callback_delay_scale)
+        schedule = self.callback_schedule
+        delays = [schedule[min(n, len(schedule)) - 1] * self.callback_delay_scale
+                  for n in range(1, self.callback_max_retries + 1)]
+        await self._call_back(key, job.callback_url, payload, delays)
 
-    async def _post_callback(
-        self, key: str, url: str, attempt: int, payload: dict[str, Any]
-    ) -> bool:
-        status: int | None = None
-        answer = ""
-        try:
-            response = await self._client().post(url, json=payload)
-            status, answer = response.status_code, response.text
-        except httpx.HTTPError as exc:
-            answer = type(exc).__name__
+    def _callback_accepted(self, status: int | None, answer: str) -> bool:
+        """[seed] only an answer {"code": "200"} counts as received."""
         parsed = _parse_json(answer.encode())
-        accepted = isinstance(parsed, dict) and str(parsed.get("code")) == "200"
-        self.callbacks.append(
-            CallbackAttempt(key, url, attempt, self.now(), payload, status, answer, accepted)
-        )
-        return accepted
-
-    # ---- result files ----------------------------------------------------
-
-    async def _output(self, request: Request) -> Response:
-        self.requests.append(RecordedRequest(
-            "GET", request.url.path, {k.lower(): v for k, v in request.headers.items()}, None
-        ))
-        name = request.path_params["name"]
-        if name not in self.files:
-            return Response(_oss_error("NoSuchKey", "The specified key does not exist."), 404,
-                            media_type="application/xml")
-        data, created = self.files[name]
-        if self.now() - created > self.url_ttl:
-            return Response(_oss_error("AccessDenied", "Request has expired."), 403,
-                            media_type="application/xml")
-        return Response(data, media_type="image/png")
+        return isinstance(parsed, dict) and str(parsed.get("code")) == "200"
 
 
 # ---- validation (pure) -----------------------------------------------------
@@ -729,8 +524,9 @@ def _sd_problem(endpoint: str, body: dict[str, Any]) -> str:
 def _controlnet_problem(body: dict[str, Any], scripts: dict[str, Any]) -> str:
     if body.get("resize_mode") not in (0, 1, 2, 3):
         return "resize_mode必填"
-    if scripts.get("image_link") is not None and not _is_http(scripts["image_link"]):
-        return "image_link必须为http(s)链接"
+    problem = _url_problem(scripts, "image_link")
+    if problem:
+        return problem
     args = scripts.get("controlnet", {}).get("args") if isinstance(
         scripts.get("controlnet"), dict) else None
     if not isinstance(args, list) or not args:
@@ -738,43 +534,9 @@ def _controlnet_problem(body: dict[str, Any], scripts: dict[str, Any]) -> str:
     for arg in args:
         if not isinstance(arg, dict) or not arg.get("module") or not arg.get("model"):
             return "controlnet的module和model必填"
-        if arg.get("image_link") is not None and not _is_http(arg["image_link"]):
+        if _url_problem(arg, "image_link"):
             return "controlnet image_link必须为http(s)链接"
     return ""
-
-
-def _required_strings(body: dict[str, Any], *names: str) -> str:
-    for name in names:
-        if not isinstance(body.get(name), str) or not body[name].strip():
-            return f"{name}不能为空"
-    return ""
-
-
-def _url_problem(body: dict[str, Any], *names: str) -> str:
-    for name in names:
-        if body.get(name) is not None and not _is_http(body[name]):
-            return f"{name}必须为http(s)链接"
-    return ""
-
-
-def _is_http(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(("http://", "https://"))
-
-
-def _is_image(data: bytes) -> bool:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-        return True
-    except Exception:  # noqa: BLE001 — any Pillow failure means "not an image"
-        return False
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return raw.decode("utf-8", "replace")
 
 
 # ---- responses ---------------------------------------------------------------
@@ -786,10 +548,6 @@ def _ok(data: dict[str, Any]) -> JSONResponse:
 
 def _code400(msg: str) -> JSONResponse:
     return JSONResponse({"code": "400", "msg": msg, "data": None})
-
-
-def _not_found() -> JSONResponse:
-    return JSONResponse({"code": "400", "msg": "任务不存在", "data": None})
 
 
 def _gateway_error(status: int, code: str, message: str) -> Response:
@@ -805,59 +563,7 @@ def _gateway_error(status: int, code: str, message: str) -> Response:
     )
 
 
-def _fault_response(kind: str) -> Response:
-    match kind:
-        case "http500":
-            return Response("Internal Server Error", 500, media_type="text/plain")
-        case "malformed":
-            return Response("<html><body>502 Bad Gateway</body></html>", 200,
-                            media_type="text/html")
-        case "quota":
-            return _gateway_error(403, "A403QE", "Quota Exhausted")
-        case "throttled":
-            return _gateway_error(403, "A403AR", "Throttled by APP Flow Control")
-        case "auth":
-            return _gateway_error(403, "A403AC", "Invalid AppCode `not exists`")
-        case "sensitive":
-            return _code400("提示词包含敏感词，请修改后重试")
-        case _:
-            return _code400("系统繁忙，请稍后再试")
-
-
-def _oss_error(code: str, message: str) -> bytes:
-    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
-            f"<Message>{message}</Message></Error>").encode()
-
-
-# ---- images ----------------------------------------------------------------
-
-
-def _png(img: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def _render(width: int, height: int, seed: int, index: int) -> bytes:
-    rng = random.Random(seed)
-    img = Image.new("RGB", (width, height), tuple(rng.randrange(256) for _ in range(3)))
-    draw = ImageDraw.Draw(img)
-    for _ in range(4):
-        x0, y0 = rng.randrange(width), rng.randrange(height)
-        x1, y1 = x0 + rng.randrange(8, width // 2 + 9), y0 + rng.randrange(8, height // 2 + 9)
-        draw.ellipse((x0, y0, x1, y1), fill=tuple(rng.randrange(256) for _ in range(3)))
-    draw.text((8, 8), f"zhiqite #{index} seed {seed}", fill=(255, 255, 255))
-    return _png(img)
-
-
 def _tool_output(job: FakeJob) -> bytes:
-    with Image.open(io.BytesIO(job.inputs[-1])) as source:
-        img = source.convert("RGB")
     if job.kind == "enhance":
-        factor = int(job.body.get("upscalingResize", 2))
-        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.BICUBIC)
-    else:  # roop: "paste the face" onto the target
-        draw = ImageDraw.Draw(img)
-        w, h = img.size
-        draw.ellipse((w // 3, h // 4, 2 * w // 3, 3 * h // 4), fill=(230, 190, 160))
-    return _png(img)
+        return _png(_upscaled(job.inputs[-1], int(job.body.get("upscalingResize", 2))))
+    return _png(_face_pasted(job.inputs[-1]))  # roop: "paste the face" onto the target

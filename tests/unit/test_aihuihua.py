@@ -966,7 +966,7 @@ async def test_fake_img2img_callback_is_a_grid(env: VendorStack) -> None:
     job = await provider.submit(make_spec(Capability.IMG2IMG, images=(photo,),
                                           callback_url=env.callback_url))
     await env.fake.wait_for_callbacks(1)
-    state = provider.parse_callback(env.receiver.received[0], job.job_id)
+    state = provider.parse_callback(env.receiver.received[-1], job.job_id)
     assert state.status is JobStatus.SUCCEEDED and state.is_grid
     assert state.vendor_data["mj"] is False
 
@@ -994,11 +994,11 @@ async def test_fake_callback_delivery(env: VendorStack) -> None:
     assert env.fake.api_requests("imagine")[0].body["notifyHook"] == env.callback_url
     attempts = await env.fake.wait_for_callbacks(1)
     assert attempts[0].status_code == 200 and json.loads(attempts[0].answer) == {"code": 1}
-    state = provider.parse_callback(env.receiver.received[0], job.job_id)
+    state = provider.parse_callback(env.receiver.received[-1], job.job_id)
     assert state.status is JobStatus.SUCCEEDED and state.is_grid
     assert (await env.download(state.images[0].url or "")).size == (512, 512)
     with pytest.raises(JobNotFound):  # the token of another task
-        provider.parse_callback(env.receiver.received[0], "aihuihua:1")
+        provider.parse_callback(env.receiver.received[-1], "aihuihua:1")
 
 
 @loopback
@@ -1007,7 +1007,7 @@ async def test_fake_failed_task_callback(env: VendorStack) -> None:
     env.fake.fail_task_next("Banned prompt detected")
     job = await provider.submit(make_spec(callback_url=env.callback_url))
     await env.fake.wait_for_callbacks(1)
-    state = provider.parse_callback(env.receiver.received[0], job.job_id)
+    state = provider.parse_callback(env.receiver.received[-1], job.job_id)
     assert state.status is JobStatus.FAILED and state.error_kind == ContentRejected.kind
 
 
