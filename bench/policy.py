@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.config import Config
 from bot.app import Drawbridge
+from tests.e2e.conftest import running_bot
 from bot.config import load_settings
 from providers.aihuihua import Aihuihua
 from providers.base import PollPolicy, Provider
@@ -61,12 +62,8 @@ async def _bot(telegram: FakeTelegram, callbacks: bool, **vendor: Any) -> AsyncI
             public_base_url=f"http://127.0.0.1:{port}" if callbacks else "",
             allow_private_urls=True, **vendor,
         )
-        bot = Drawbridge(settings)
-        await bot.start()
-        try:
+        async with running_bot(settings) as bot:
             yield bot
-        finally:
-            await bot.stop()
 
 
 async def _jobs(telegram: FakeTelegram, first_chat: int, timeout: float) -> float:

@@ -256,7 +256,9 @@ class FakeVendor:
         return {**COMMON_FAULTS, **self.faults}[kind]()
 
     def _code_fault(self, code: int) -> Response:
-        raise NotImplementedError
+        """A fault given as the vendor's own body code (aihuihua's 23, ...);
+        a fake whose vendor has such codes answers them."""
+        raise ValueError(f"{type(self).__name__} has no numeric fault codes (got {code})")
 
     # ---- scripted outcomes for the next jobs -----------------------------
 
