@@ -253,6 +253,17 @@ class TaskRepository:
         )
         return Task.from_row(row) if row else None
 
+    async def postpone(self, task_id: int, not_before: float) -> None:
+        """Move an idle task's next run later (never earlier): a vendor that
+        just spoke needs no safety poll yet. A leased task is left alone,
+        because its next_run_at is the lease and shortening it would let a
+        second stage take the task."""
+        await self.db.execute(
+            "UPDATE tasks SET next_run_at = ?, updated_at = ?"
+            " WHERE id = ? AND lease_token IS NULL AND next_run_at < ?",
+            (not_before, self.clock(), task_id, not_before),
+        )
+
     async def succeed(
         self,
         task_id: int,

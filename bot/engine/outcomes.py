@@ -92,11 +92,10 @@ class Outcomes:
         if lease_token is None:
             # A progress callback: note it. For a vendor polled only after a
             # silence, the vendor just spoke: the safety-net poll moves back.
-            extra = {}
             if silence is not None:
-                extra["next_run_at"] = min(time.time() + silence, task.deadline_at)
+                await self.tasks.postpone(task.id, min(time.time() + silence, task.deadline_at))
             fresh = await self.tasks.update(
-                task.id, progress=progress, queue_position=state.queue_position, **extra
+                task.id, progress=progress, queue_position=state.queue_position
             )
         else:
             elapsed = time.time() - (task.submitted_at or task.created_at)

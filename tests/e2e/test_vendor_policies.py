@@ -60,6 +60,10 @@ async def test_aihuihua_with_callbacks_is_never_polled(tmp_path: Path, telegram:
     assert [task.status.value for task in tasks] == ["delivered"]
     assert fake.callbacks  # the result came by notifyHook...
     assert not fake.api_requests(QUERY_ONE) and not fake.api_requests(QUERY_MANY)  # ...and nothing was asked
+    # Progress came by callback too, and the bot took every one at first try
+    # (each progress callback also moves the safety-net poll back).
+    assert any(not attempt.final for attempt in fake.callbacks)
+    assert all(attempt.accepted and attempt.attempt == 1 for attempt in fake.callbacks)
 
 
 async def test_zhiqite_with_callbacks_spends_no_billed_query(tmp_path: Path, telegram: FakeTelegram) -> None:

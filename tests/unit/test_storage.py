@@ -490,6 +490,24 @@ async def test_reschedule_only_with_right_lease(store: Store, clock: Clock) -> N
     assert not await store.tasks.reschedule(task.id, leased.lease_token, T0 + 5)
 
 
+async def test_postpone_moves_an_idle_task_later_only(store: Store, clock: Clock) -> None:
+    task = await store.tasks.create(new_task())
+    await store.tasks.postpone(task.id, T0 + 90)
+    assert (await store.tasks.get(task.id)).next_run_at == T0 + 90
+    await store.tasks.postpone(task.id, T0 + 10)  # never earlier
+    assert (await store.tasks.get(task.id)).next_run_at == T0 + 90
+
+
+async def test_postpone_leaves_a_leased_task_alone(store: Store, clock: Clock) -> None:
+    task = await store.tasks.create(new_task())
+    clock.now = T0 + 90
+    [leased] = await store.tasks.lease_due([S.QUEUED], 1, 30)
+    await store.tasks.postpone(task.id, T0 + 500)
+    fresh = await store.tasks.get(task.id)
+    # The lease (next_run_at) is the stage's: neither shortened nor moved.
+    assert (fresh.lease_token, fresh.next_run_at) == (leased.lease_token, T0 + 120)
+
+
 async def test_update_sets_bookkeeping(store: Store) -> None:
     task = await store.tasks.create(new_task())
     await store.tasks.update(task.id, status_message_id=555, progress=0.5)
