@@ -56,6 +56,7 @@ class Task:
     result_meta: dict[str, Any]
     attempts: int
     polls: int
+    reruns: int
     next_run_at: float
     lease_token: str | None
     deadline_at: float

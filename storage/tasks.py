@@ -29,6 +29,7 @@ _UPDATABLE = frozenset(
         "result_meta",
         "attempts",
         "polls",
+        "reruns",
         "error_kind",
         "error_detail",
         "submitted_at",
@@ -129,6 +130,25 @@ class TaskRepository:
     async def by_callback_token(self, token: str) -> Task | None:
         row = await self.db.fetchone("SELECT * FROM tasks WHERE callback_token = ?", (token,))
         return Task.from_row(row) if row else None
+
+    async def by_job(self, provider: str, job_id: str) -> Task | None:
+        row = await self.db.fetchone(
+            "SELECT * FROM tasks WHERE provider = ? AND provider_job_id = ?", (provider, job_id)
+        )
+        return Task.from_row(row) if row else None
+
+    async def make_due(self, providers: Sequence[str], statuses: Sequence[TaskStatus]) -> int:
+        """Make these vendors' tasks in these statuses due now (at start-up:
+        their jobs lived in the process that stopped)."""
+        if not providers:
+            return 0
+        now = self.clock()
+        return await self.db.execute(
+            f"UPDATE tasks SET next_run_at = ?, updated_at = ? WHERE lease_token IS NULL"
+            f" AND provider IN ({', '.join('?' for _ in providers)})"
+            f" AND status IN ({', '.join('?' for _ in statuses)})",
+            (now, now, *providers, *_statuses(statuses)),
+        )
 
     async def lease_due(
         self, statuses: Sequence[TaskStatus], limit: int, lease_seconds: float

@@ -24,9 +24,11 @@ from bot.engine.sender import ResultSender
 from bot.keyboards import CallbackCodec
 from providers.base import Provider
 from providers.errors import JobNotFound, ProviderError
+from providers.inprocess import JobListener
 from providers.registry import Registry
+from providers.types import JobState
 from storage import Store
-from storage.models import Task
+from storage.models import AT_VENDOR, Task
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,9 @@ class Engine:
             InputResolver(bot, store.media, public_base_url), self._callback_url,
             wake_poller=self._wake_poller, on_vendor_disabled=self._tell_admins,
         )
-        self.poller = Poller(store.tasks, registry, self.outcomes, gate)
+        self.poller = Poller(store.tasks, registry, self.outcomes, gate, wake_dispatcher=self.wake_dispatcher)
+        for provider in registry.providers.values():
+            provider.listen(self._job_listener(provider))
         self.sender = ResultSender(bot, codec, registry)
         self.delivery = Delivery(store.tasks, self.outcomes, bot, self.sender, http, allow_private_urls)
         self._runners: list[asyncio.Task[None]] = []
@@ -87,6 +91,9 @@ class Engine:
         released = await self.store.tasks.release_leases()
         if released:
             log.info("resuming %d task(s) that were in hand when the bot last stopped", released)
+        # Calls that ran in the process that stopped are gone: find out now.
+        in_process = [p.id for p in self.registry.providers.values() if p.jobs_in_process]
+        await self.store.tasks.make_due(in_process, AT_VENDOR)
         self._runners = [
             asyncio.create_task(stage.run(), name=stage.name)
             for stage in (self.dispatcher, self.poller, self.delivery)
@@ -108,6 +115,8 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
         self._runners = []
+        for provider in self.registry.providers.values():
+            await provider.aclose()
 
     async def _housekeeping(self) -> None:
         """Drop expired /media links and finished conversations now and then."""
@@ -140,6 +149,16 @@ class Engine:
         if not self.outcomes.has_callback(task, provider):
             return None
         return f"{self.public_base_url}/callbacks/{provider.id}/{task.callback_token}"
+
+    def _job_listener(self, provider: Provider) -> JobListener:
+        async def job_ended(job_id: str, state: JobState) -> None:
+            """An in-process call ended: apply it at once, like a callback
+            (the poller would find it too, later)."""
+            task = await self.store.tasks.by_job(provider.id, job_id)
+            if task is not None and task.status in AT_VENDOR:
+                await self.outcomes.apply(task, provider, state, lease_token=None)
+
+        return job_ended
 
     async def on_callback(self, vendor_id: str, token: str, payload: Any) -> dict[str, Any]:
         """Apply a vendor callback. The per-task token authenticates it."""

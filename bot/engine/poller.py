@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from bot.engine.loop import StageLoop
 from bot.engine.outcomes import Outcomes
@@ -17,7 +18,7 @@ from providers.base import Provider
 from providers.errors import JobNotFound, ProviderError
 from providers.registry import Registry
 from providers.types import JobState
-from storage.models import AT_VENDOR, Task
+from storage.models import AT_VENDOR, Task, TaskStatus
 from storage.tasks import TaskRepository
 
 log = logging.getLogger(__name__)
@@ -25,17 +26,23 @@ log = logging.getLogger(__name__)
 # Consecutive transient poll errors tolerated before the task fails (each
 # retry waits longer; the task deadline still applies).
 MAX_POLL_ERRORS = 12
+# A task whose in-process call was lost in a restart is run again this often.
+MAX_RERUNS = 1
 
 
 class Poller(StageLoop):
     name = "poller"
     statuses = AT_VENDOR
 
-    def __init__(self, tasks: TaskRepository, registry: Registry, outcomes: Outcomes, gate: VendorGate) -> None:
+    def __init__(
+        self, tasks: TaskRepository, registry: Registry, outcomes: Outcomes, gate: VendorGate,
+        wake_dispatcher: Callable[[], None] = lambda: None,
+    ) -> None:
         super().__init__(tasks)
         self.registry = registry
         self.outcomes = outcomes
         self.gate = gate
+        self.wake_dispatcher = wake_dispatcher
 
     async def on_unexpected_error(self, task: Task, attempts: int) -> None:
         await self.outcomes.fail(task, "error", "poller kept crashing", lease_token=task.lease_token, expect=AT_VENDOR)
@@ -93,6 +100,9 @@ class Poller(StageLoop):
                 return {job_ids[0]: exc}
 
     async def _poll_failed(self, task: Task, provider: Provider, exc: ProviderError) -> None:
+        if isinstance(exc, JobNotFound) and provider.jobs_in_process:
+            await self._lost_in_restart(task, provider)
+            return
         attempts = task.attempts + 1
         log.warning("task %s: poll %s failed: %s (%s)", task.id, provider.id, exc.kind, exc.vendor_message[:200])
         if exc.disables_vendor:
@@ -106,3 +116,21 @@ class Poller(StageLoop):
             await self.tasks.reschedule(task.id, task.lease_token or "", next_run_at, attempts=attempts)
         else:
             await self.outcomes.fail(task, exc.kind, exc.vendor_message, lease_token=task.lease_token, expect=AT_VENDOR)
+
+    async def _lost_in_restart(self, task: Task, provider: Provider) -> None:
+        """The call was ours and died with the process that made it (the
+        vendor may still have made, and billed, the image, but nobody can
+        fetch it). Run the task again, once; a second loss fails it."""
+        if task.reruns >= MAX_RERUNS:
+            await self.outcomes.fail(
+                task, "interrupted", "the call was lost in a restart again",
+                lease_token=task.lease_token, expect=AT_VENDOR,
+            )
+            return
+        requeued = await self.tasks.transition(
+            task.id, AT_VENDOR, TaskStatus.QUEUED, lease_token=task.lease_token,
+            provider_job_id=None, reruns=task.reruns + 1, attempts=0, polls=0, progress=None,
+        )
+        if requeued is not None:
+            log.info("task %s: its call to %s was lost in a restart; running it again", task.id, provider.id)
+            self.wake_dispatcher()
