@@ -16,6 +16,7 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
 from providers.base import DEFAULT_TIMEOUT
 from providers.credentials import CredentialError
+from providers.instances import ProvidersFileError, instance_secrets
 from providers.http import HttpProvider
 from providers.registry import VENDOR_CLASSES, Registry
 
@@ -27,7 +28,7 @@ USAGE = "usage: python -m bot [run|check]"
 def build_registry(settings: Settings, client: httpx.AsyncClient) -> Registry:
     try:
         return Registry.from_settings(settings, client)
-    except CredentialError as exc:
+    except (CredentialError, ProvidersFileError) as exc:
         raise ConfigError(str(exc)) from None
     except ValueError as exc:
         raise ConfigError(f"DEFAULT_PROVIDER is invalid: {exc}") from None
@@ -49,10 +50,11 @@ async def check(settings: Settings) -> int:
             available = registry.capabilities(provider)
             caps = ", ".join(
                 c.value if c in available else f"({c.value}: needs PUBLIC_BASE_URL)"
-                for c in sorted(provider.capabilities)
+                for c in sorted(provider.available_capabilities(True))
             )
             default = " (default)" if vendor_id == registry.default_id else ""
-            print(f"  {vendor_id}{default}: {caps}")
+            details = f" [{provider.details()}]" if provider.details() else ""
+            print(f"  {vendor_id}{default}{details}: {caps}")
             print(f"      {probe}")
         missing = [cls for cls in VENDOR_CLASSES if cls.id not in registry.providers]
         if missing:
@@ -105,7 +107,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         settings = load_settings()
-        setup_logging(settings.log_level, settings.log_format, settings.secrets())
+        secrets = settings.secrets() + instance_secrets(settings.providers_file)
+        setup_logging(settings.log_level, settings.log_format, secrets)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             return runner.run(check(settings) if command == "check" else run(settings))
     except ConfigError as exc:

@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     juhe_base_url: str = "https://gpt.juhe.cn"
     aihuihua_api_key: SecretStr | None = None
     aihuihua_base_url: str = "https://api.aihuihua.com"
+    # Several named instances of a vendor kind (TOML; providers/instances.py).
+    providers_file: str = ""
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    # Any model the endpoint serves; a relay's own model name works too.
+    openai_image_model: str = "gpt-image-1"
     sandbox_enabled: bool = False
     # Not part of the operator contract: how long a sandbox job pretends to take.
     sandbox_job_seconds: float = Field(default=4.0, ge=0.0, le=600.0)
@@ -83,6 +89,7 @@ class Settings(BaseSettings):
         "zhiqite_base_url",
         "juhe_base_url",
         "aihuihua_base_url",
+        "openai_base_url",
     )
     @classmethod
     def _http_url(cls, value: str) -> str:

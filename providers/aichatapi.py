@@ -340,7 +340,7 @@ class Aichatapi(HttpProvider):
     )
     needs_public_url: ClassVar[frozenset[Capability]] = frozenset()  # the photo is uploaded
     supports_callbacks: ClassVar[bool] = False
-    typical_seconds: ClassVar[float] = ASSUMED.typical_seconds
+    typical_seconds = ASSUMED.typical_seconds
     max_images: ClassVar[int] = 4
     min_request_interval: ClassVar[float] = request_interval(1.0)  # the instance's follows qps
     daily_request_limit: ClassVar[int] = DAILY_REQUEST_LIMIT

@@ -661,7 +661,7 @@ class Aihuihua(HttpProvider):
     base_url_setting: ClassVar[str] = "aihuihua_base_url"
     supports_callbacks: ClassVar[bool] = True
     callback_answer: ClassVar[dict[str, Any]] = {"code": 1}  # [assume]
-    typical_seconds: ClassVar[float] = ASSUMED.flux_seconds
+    typical_seconds = ASSUMED.flux_seconds
     max_images: ClassVar[int] = 1  # one image per task (a grid holds four)
     max_concurrent_jobs: ClassVar[int] = MAX_CONCURRENT_TASKS
     batch_poll_size: ClassVar[int] = BATCH_LIMIT

@@ -389,7 +389,7 @@ class Apispace(HttpProvider):
     )
     supports_callbacks: ClassVar[bool] = True
     callback_answer: ClassVar[dict[str, Any]] = dict(ASSUMED.callback_answer)
-    typical_seconds: ClassVar[float] = ASSUMED.typical_seconds
+    typical_seconds = ASSUMED.typical_seconds
     max_images: ClassVar[int] = 1  # [seed] one image per call
     image_input = "url"
     credentials = Credentials.one("apispace_token")

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 
 from providers.errors import JobNotFound, ProviderError
+from providers.inprocess import JobListener
 from providers.types import Capability, JobSpec, JobState, Submitted
 
 # Every vendor call is bounded (VENDORS.md: connect 5 s, read 30 s).
@@ -36,25 +37,30 @@ class PollPolicy:
 
 
 class Provider(ABC):
-    id: ClassVar[str]
-    title: ClassVar[str]
+    # id and title may be per instance (PROVIDERS_FILE); the class's are the kind's.
+    id: str
+    title: str
     capabilities: ClassVar[frozenset[Capability]]
     # Capabilities that need a public URL (input images or callbacks the vendor
     # fetches from us); unavailable without PUBLIC_BASE_URL.
     needs_public_url: ClassVar[frozenset[Capability]] = frozenset()
     supports_callbacks: ClassVar[bool] = False
-    typical_seconds: ClassVar[float] = 20.0  # first poll lands near this
+    typical_seconds: float = 20.0  # first poll lands near this; may be per instance (a model)
     max_images: ClassVar[int] = 4  # per request
     min_request_interval: float = 0.0  # seconds between calls (rate limit); may be per instance
     max_concurrent_jobs: ClassVar[int] = 20
     batch_poll_size: ClassVar[int] = 1  # jobs per query; >1 when poll_many batches
     poll_policy: ClassVar[PollPolicy] = PollPolicy()
-    max_prompt_chars: ClassVar[int | None] = None  # routing skips the vendor beyond this
+    max_prompt_chars: int | None = None  # routing skips the vendor beyond this
     # Input images larger than this are re-encoded smaller before the vendor
     # sees them (aihuihua refuses URLs over 5 MB).
     max_input_bytes: ClassVar[int | None] = None
     is_sandbox: ClassVar[bool] = False
     image_input: ClassVar[Literal["url", "bytes", "data_uri", "none"]] = "url"
+    # The job is our own call running in this process (providers.inprocess):
+    # it ends by telling the listener, and a restart loses it.
+    jobs_in_process: ClassVar[bool] = False
+    price: int | None = None  # credits per job, from PROVIDERS_FILE
 
     def __init__(self, client: httpx.AsyncClient, base_url: str = "") -> None:
         self.client = client
@@ -66,6 +72,10 @@ class Provider(ABC):
         """The configured adapter, or None when its credentials are not set.
         ``settings`` is bot.config.Settings, duck-typed so that providers/
         does not import the bot."""
+
+    def details(self) -> str:
+        """What `check` and /providers add to the vendor's line (its model)."""
+        return ""
 
     def available_capabilities(self, has_public_url: bool) -> frozenset[Capability]:
         if has_public_url:
@@ -116,6 +126,12 @@ class Provider(ABC):
         raise ProviderError(f"{self.id} has no callbacks")
 
     callback_answer: ClassVar[dict[str, Any]] = {"ok": True}
+
+    def listen(self, listener: JobListener) -> None:
+        """Where a vendor whose jobs run in this process reports their ends."""
+
+    async def aclose(self) -> None:
+        """Stop what the adapter runs in the background (shutdown)."""
 
     async def probe(self) -> str:
         """Reachability for `check` and /providers, without spending a paid

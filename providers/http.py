@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -81,6 +81,7 @@ class HttpProvider(Provider):
     base_url_setting: ClassVar[str]  # the Settings field holding the base URL
     timeout: ClassVar[httpx.Timeout] = DEFAULT_TIMEOUT
     json_content_type: ClassVar[str] = "application/json"
+    model_setting: ClassVar[str | None] = None  # the Settings field naming the model, if any
 
     def __init__(
         self,
@@ -111,6 +112,13 @@ class HttpProvider(Provider):
             base_url=cls.base_url_from(settings, secrets),
             **cls.options_from(settings),
         )
+
+    @classmethod
+    def secret_setting(cls) -> str | None:
+        """The one Settings field that holds the key (PROVIDERS_FILE's
+        secret_env replaces it); None when the key is a pair or optional."""
+        first = cls.credentials.modes[0]
+        return first[0] if len(first) == 1 else None
 
     @classmethod
     def base_url_from(cls, settings: Any, secrets: Mapping[str, str]) -> str:
@@ -145,7 +153,8 @@ class HttpProvider(Provider):
         base_url: str | None = None,
         payload: Mapping[str, Any] | None = None,
         data: Mapping[str, str] | None = None,
-        files: Mapping[str, tuple[str, bytes, str]] | None = None,
+        # A list where one field repeats (OpenAI's image[]).
+        files: Mapping[str, tuple[str, bytes, str]] | Sequence[tuple[str, tuple[str, bytes, str]]] | None = None,
         allow_list: bool = False,
     ) -> T:
         """One vendor call; ``payload`` goes as JSON; ``read`` turns the JSON answer into a value. The

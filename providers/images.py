@@ -43,3 +43,34 @@ def shrink_to(data: bytes, max_bytes: int, steps: tuple[tuple[int, int], ...] = 
         if buffer.tell() <= max_bytes:
             return buffer.getvalue()
     raise ShrinkError("the image is too large even after shrinking")
+
+
+def has_alpha(data: bytes) -> bool:
+    """Whether the image has a transparency channel (read from its header,
+    without decoding the pixels): what makes a PNG usable as an edit mask."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def square_png(data: bytes, max_bytes: int) -> bytes:
+    """``data`` as a square PNG of at most ``max_bytes`` (dall-e-2 takes
+    nothing else): the centre square, downscaled until it fits."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.seek(0)
+            rgba = img.convert("RGBA")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise ShrinkError("the image cannot be converted") from None
+    side = min(rgba.size)
+    left, top = (rgba.width - side) // 2, (rgba.height - side) // 2
+    square = rgba.crop((left, top, left + side, top + side))
+    for target in (1024, 768, 512, 256):
+        resized = square.resize((min(side, target),) * 2, Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        resized.save(buffer, format="PNG", optimize=True)
+        if buffer.tell() <= max_bytes:
+            return buffer.getvalue()
+    raise ShrinkError("the image is too large even after shrinking")

@@ -366,10 +366,10 @@ class Juhe(HttpProvider):
     # Images travel inside the request as data URIs: no public URL needed.
     needs_public_url: ClassVar[frozenset[Capability]] = frozenset()
     supports_callbacks: ClassVar[bool] = False
-    typical_seconds: ClassVar[float] = ASSUMED.typical_seconds
+    typical_seconds = ASSUMED.typical_seconds
     max_images: ClassVar[int] = 1
     max_concurrent_jobs: ClassVar[int] = ASSUMED.max_concurrent_jobs
-    max_prompt_chars: ClassVar[int | None] = MAX_TEXT_CHARS
+    max_prompt_chars = MAX_TEXT_CHARS
     image_input = "data_uri"
     # The key goes in the form body (make_auth stays None) [seed].
     credentials: ClassVar[Credentials] = Credentials.one("juhe_api_key")

@@ -15,14 +15,18 @@ from providers.errors import ProviderError
 from providers.aichatapi import Aichatapi
 from providers.aihuihua import Aihuihua
 from providers.apispace import Apispace
+from providers.instances import ProvidersFileError, build_instance, read_instances
 from providers.juhe import Juhe
+from providers.openai import OpenAI
 from providers.sandbox import Sandbox
 from providers.types import Capability
 from providers.zhiqite import Zhiqite
 
 # Every real vendor adapter, in the order "first configured" means (PRODUCT.md §2).
-VENDOR_CLASSES: tuple[type[Provider], ...] = (Aichatapi, Apispace, Zhiqite, Juhe, Aihuihua)
+VENDOR_CLASSES: tuple[type[Provider], ...] = (Aichatapi, Apispace, Zhiqite, Juhe, Aihuihua, OpenAI)
 ALL_IDS: tuple[str, ...] = tuple(cls.id for cls in VENDOR_CLASSES) + (Sandbox.id,)
+# What a PROVIDERS_FILE entry's ``kind`` may name.
+KINDS: dict[str, type[Provider]] = {cls.id: cls for cls in VENDOR_CLASSES}
 
 # A vendor failing this many submits in a row rests for COOLDOWN_SECONDS.
 FAILURES_BEFORE_COOLDOWN = 3
@@ -92,6 +96,19 @@ class Registry:
             adapter = vendor_cls.from_settings(settings, client)
             if adapter is not None:
                 providers[adapter.id] = adapter
+        if getattr(settings, "providers_file", ""):
+            for instance in read_instances(settings.providers_file):
+                kind = KINDS.get(instance.kind)
+                if kind is None:
+                    raise ProvidersFileError(
+                        f"PROVIDERS_FILE entry '{instance.id}': unknown kind '{instance.kind}'"
+                        f" (kinds: {', '.join(KINDS)})"
+                    )
+                if instance.id in ALL_IDS:
+                    raise ProvidersFileError(
+                        f"PROVIDERS_FILE entry '{instance.id}': that id is a vendor's own; choose another"
+                    )
+                providers[instance.id] = build_instance(instance, kind, settings, client)
         if not providers or settings.sandbox_enabled:
             providers[Sandbox.id] = Sandbox.from_settings(settings, client)
         default = settings.default_provider or next(iter(providers))

@@ -506,7 +506,7 @@ class Zhiqite(HttpProvider):
     )
     supports_callbacks: ClassVar[bool] = True
     callback_answer: ClassVar[dict[str, Any]] = {"code": "200"}
-    typical_seconds: ClassVar[float] = ASSUMED.typical_seconds
+    typical_seconds = ASSUMED.typical_seconds
     max_images: ClassVar[int] = 4
     image_input = "url"
     # Every query is one more paid call [seed: 会多消耗一次接口请求次数]. With

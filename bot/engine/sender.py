@@ -22,6 +22,7 @@ from storage.models import Task, TaskImage
 log = logging.getLogger(__name__)
 
 CAPTION_PROMPT_CHARS = 700
+CAPTION_LIMIT = 1024
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 # Telegram's answers that mean "not as a photo": we send a document instead.
 PHOTO_REFUSALS = ("photo_invalid_dimensions", "image_process_failed", "file is too big", "photo_save_file_invalid")
@@ -75,6 +76,11 @@ class ResultSender:
         vendor = provider.title if provider else (task.provider or "?")
         prompt = html.escape(short_prompt(task.params.get("prompt") or task.kind, CAPTION_PROMPT_CHARS))
         caption = t(task.language, "caption", prompt=prompt, vendor=html.escape(vendor), task_id=task.id)
+        revised = (task.result_meta.get("vendor_data") or {}).get("revised_prompt")
+        if revised:  # dall-e-3 rewrites the prompt: the user should see what was drawn
+            room = max(80, CAPTION_LIMIT - 40 - len(caption))  # Telegram's 1024 for the whole caption
+            revised_text = html.escape(short_prompt(str(revised), room))
+            caption += "\n" + t(task.language, "caption_revised", prompt=revised_text)
         if provider is not None and provider.is_sandbox:
             caption += "\n\n" + t(task.language, "caption_sandbox")
         return caption

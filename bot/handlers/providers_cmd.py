@@ -25,7 +25,7 @@ async def providers_command(update: Update, context: ContextTypes.DEFAULT_TYPE) 
         default = t(who.language, "providers_default") if vendor_id == registry.default_id else ""
         lines.append(
             t(
-                who.language, "provider_line", vendor=html.escape(vendor_id), title=html.escape(provider.title),
+                who.language, "provider_line", vendor=html.escape(vendor_id), title=html.escape(" · ".join(filter(None, (provider.title, provider.details())))),
                 default=default, capabilities=capabilities, health=html.escape(registry.describe_health(vendor_id)),
             )
         )

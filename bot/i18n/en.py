@@ -56,6 +56,7 @@ MESSAGES: dict[str, str] = {
     "status_delivering": "📤 Sending the result…\n<b>{prompt}</b>",
     # Results
     "caption": "<b>{prompt}</b>\n{vendor} · task #{task_id}",
+    "caption_revised": "✏️ Drawn as: <i>{prompt}</i>",
     "caption_sandbox": "🧪 Sandbox image — drawn locally for testing, not by an AI vendor.",
     "grid_prompt": "Pick an image: U = upscale, V = variations, 🔄 = reroll.",
     "btn_upscale": "⬆️ Upscale",
@@ -69,6 +70,7 @@ MESSAGES: dict[str, str] = {
     "fail_unavailable": "❌ The vendor is not available right now. Please try again later.",
     "fail_timeout": "❌ This took too long and was stopped. Please try again.",
     "fail_bad_request": "❌ The vendor could not accept this request. Try other settings.",
+    "fail_interrupted": "❌ The bot restarted twice while this image was being made, so it was stopped. Please try again.",
     "fail_not_found": "❌ The vendor lost this job. Please try again.",
     "fail_malformed": "❌ The vendor answered with something we could not read. Please try again.",
     "fail_error": "❌ Something went wrong with this task. Please try again.",

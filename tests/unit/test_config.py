@@ -272,6 +272,24 @@ def _cli_env(**extra: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO_ROOT), **extra}
 
 
+TWO_RELAYS = """
+[[providers]]
+id = "relay-a"
+kind = "openai"
+base_url = "{dead}/v1"
+secret_env = "RELAY_A_KEY"
+model = "flux-1-schnell"
+
+[[providers]]
+id = "relay-b"
+kind = "openai"
+base_url = "{dead}/v1"
+secret_env = "RELAY_B_KEY"
+model = "dall-e-3"
+price = 3
+"""
+
+
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess]:
     """The four `check` runs, started together to keep the suite fast."""
@@ -285,6 +303,16 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.C
             DEFAULT_PROVIDER="juhe",
         ),
     }
+    files = tmp_path_factory.mktemp("providers-files")
+    (files / "two.toml").write_text(TWO_RELAYS.format(dead=dead), "utf-8")
+    (files / "unset.toml").write_text(TWO_RELAYS.format(dead=dead).replace("RELAY_B_KEY", "NOT_SET_KEY"), "utf-8")
+    cases["instances"] = _cli_env(
+        TELEGRAM_BOT_TOKEN="123:abc", PROVIDERS_FILE=str(files / "two.toml"),
+        RELAY_A_KEY="relay-a-secret", RELAY_B_KEY="relay-b-secret",
+    )
+    cases["instance_unset"] = _cli_env(
+        TELEGRAM_BOT_TOKEN="123:abc", PROVIDERS_FILE=str(files / "unset.toml"), RELAY_A_KEY="relay-a-secret",
+    )
     procs = {}
     for name, env in cases.items():
         cwd = tmp_path_factory.mktemp(f"cli-{name}")
@@ -340,3 +368,20 @@ def test_cli_check_unconfigured_default(cli_runs: dict) -> None:
     assert len(lines) == 1, run.stderr
     assert "DEFAULT_PROVIDER" in lines[0]
     assert "juhe" in lines[0]
+
+
+def test_cli_check_lists_each_providers_file_instance(cli_runs: dict) -> None:
+    run = cli_runs["instances"]
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert any(line.startswith("  relay-a (default) [model flux-1-schnell]: ") and "edit" in line for line in lines), run.stdout
+    # dall-e-3 makes images from text only: its instance says so.
+    assert any(line.startswith("  relay-b [model dall-e-3]: txt2img") and "edit" not in line for line in lines), run.stdout
+    assert "sandbox" not in run.stdout
+    assert "relay-a-secret" not in run.stdout + run.stderr and "relay-b-secret" not in run.stdout + run.stderr
+
+
+def test_cli_check_names_an_instance_whose_secret_is_unset(cli_runs: dict) -> None:
+    run = cli_runs["instance_unset"]
+    assert run.returncode == 2
+    assert run.stderr.strip() == "drawbridge: PROVIDERS_FILE entry 'relay-b' (openai): NOT_SET_KEY is not set"
