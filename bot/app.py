@@ -32,7 +32,7 @@ from storage import Store
 log = logging.getLogger(__name__)
 
 MENU_COMMANDS = (
-    "imagine", "edit", "upscale", "faceswap", "anime", "removebg", "describe",
+    "imagine", "edit", "upscale", "faceswap", "anime", "removebg", "describe", "blend",
     "tasks", "task", "cancel", "settings", "providers", "help",
 )
 LONG_POLL_SECONDS = 10

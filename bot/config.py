@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     openai_base_url: str = "https://api.openai.com/v1"
     # Any model the endpoint serves; a relay's own model name works too.
     openai_image_model: str = "gpt-image-1"
+    # A midjourney-proxy: set = enabled; the secret only if the proxy has one.
+    mj_proxy_base_url: str = ""
+    mj_proxy_api_secret: SecretStr | None = None
     sandbox_enabled: bool = False
     # Not part of the operator contract: how long a sandbox job pretends to take.
     sandbox_job_seconds: float = Field(default=4.0, ge=0.0, le=600.0)
@@ -90,6 +93,7 @@ class Settings(BaseSettings):
         "juhe_base_url",
         "aihuihua_base_url",
         "openai_base_url",
+        "mj_proxy_base_url",
     )
     @classmethod
     def _http_url(cls, value: str) -> str:

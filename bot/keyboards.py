@@ -20,13 +20,15 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot.i18n import t
 
 MAX_CALLBACK_BYTES = 64
-_PATTERN = re.compile(r"a:([1-9][0-9]{0,14}):(u[1-4]|v[1-4]|r|U|V):([A-Za-z0-9_-]{8})")
+_PATTERN = re.compile(r"a:([1-9][0-9]{0,14}):(u[1-4]|v[1-4]|r|U|V|n[0-9]{1,2}):([A-Za-z0-9_-]{8})")
+MAX_FOLLOW_UPS = 24  # a vendor's follow-up buttons shown at most
 
 
 class Action(StrEnum):
     UPSCALE = "u"
     VARIATION = "v"
     REROLL = "r"
+    NATIVE = "n"  # the vendor's own follow-up button number ``index`` (after an upscale)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class CallbackCodec:
     def encode(self, press: ButtonPress, single: bool = False) -> str:
         if press.action == Action.REROLL:
             code = "r"
+        elif press.action == Action.NATIVE:
+            code = f"n{press.index}"
         elif single:
             code = press.action.value.upper()
         else:
@@ -75,6 +79,8 @@ class CallbackCodec:
             return ButtonPress(task_id, Action.REROLL, 0)
         if code in ("U", "V"):
             return ButtonPress(task_id, Action(code.lower()), 0)
+        if code[0] == "n":
+            return ButtonPress(task_id, Action.NATIVE, int(code[1:]))
         return ButtonPress(task_id, Action(code[0]), int(code[1]) - 1)
 
 
@@ -100,3 +106,17 @@ def single_keyboard(codec: CallbackCodec, task_id: int, language: str) -> Inline
     return InlineKeyboardMarkup(
         [[button("btn_upscale", Action.UPSCALE), button("btn_vary", Action.VARIATION), button("btn_reroll", Action.REROLL)]]
     )
+
+
+def follow_up_keyboard(codec: CallbackCodec, task_id: int, follow_ups: list[dict]) -> InlineKeyboardMarkup:
+    """The vendor's own buttons on a finished image (Midjourney after an
+    upscale: Upscale Subtle/Creative, Vary Strong/Subtle, Zoom Out, pan),
+    in the vendor's rows, plus our 🔄."""
+    rows: dict[int, list[InlineKeyboardButton]] = {}
+    for index, follow_up in enumerate(follow_ups[:MAX_FOLLOW_UPS]):
+        data = codec.encode(ButtonPress(task_id, Action.NATIVE, index))
+        rows.setdefault(int(follow_up.get("row", 0)), []).append(
+            InlineKeyboardButton(str(follow_up.get("label") or "?")[:40], callback_data=data)
+        )
+    reroll = InlineKeyboardButton("🔄", callback_data=codec.encode(ButtonPress(task_id, Action.REROLL, 0)))
+    return InlineKeyboardMarkup([*(rows[row] for row in sorted(rows)), [reroll]])

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 import httpx
 
-from providers.errors import JobNotFound, ProviderError
+from providers.errors import BadRequest, JobNotFound, ProviderError
 from providers.inprocess import JobListener
 from providers.types import Capability, JobSpec, JobState, Submitted
 
@@ -126,6 +126,11 @@ class Provider(ABC):
         raise ProviderError(f"{self.id} has no callbacks")
 
     callback_answer: ClassVar[dict[str, Any]] = {"ok": True}
+
+    async def answer_modal(self, job_id: str, text: str) -> None:
+        """Give a job that waits for the user's text (JobState.vendor_data
+        "modal": midjourney-proxy's MODAL) that text."""
+        raise BadRequest(f"{self.id} asks for no text")
 
     def listen(self, listener: JobListener) -> None:
         """Where a vendor whose jobs run in this process reports their ends."""

@@ -17,13 +17,14 @@ from providers.aihuihua import Aihuihua
 from providers.apispace import Apispace
 from providers.instances import ProvidersFileError, build_instance, read_instances
 from providers.juhe import Juhe
+from providers.mjproxy import MjProxy
 from providers.openai import OpenAI
 from providers.sandbox import Sandbox
 from providers.types import Capability
 from providers.zhiqite import Zhiqite
 
 # Every real vendor adapter, in the order "first configured" means (PRODUCT.md §2).
-VENDOR_CLASSES: tuple[type[Provider], ...] = (Aichatapi, Apispace, Zhiqite, Juhe, Aihuihua, OpenAI)
+VENDOR_CLASSES: tuple[type[Provider], ...] = (Aichatapi, Apispace, Zhiqite, Juhe, Aihuihua, OpenAI, MjProxy)
 ALL_IDS: tuple[str, ...] = tuple(cls.id for cls in VENDOR_CLASSES) + (Sandbox.id,)
 # What a PROVIDERS_FILE entry's ``kind`` may name.
 KINDS: dict[str, type[Provider]] = {cls.id: cls for cls in VENDOR_CLASSES}

@@ -18,6 +18,7 @@ class Capability(StrEnum):
     ANIME = "anime"
     DESCRIBE = "describe"
     REMOVE_BG = "remove-bg"
+    BLEND = "blend"
 
 
 class GenerationParams(BaseModel):
@@ -113,6 +114,7 @@ class JobState(BaseModel):
     queue_position: int | None = None
     eta_seconds: float | None = None
     preview: bytes | None = None  # intermediate image, where the vendor gives one
+    preview_url: str | None = None  # or where to download it (midjourney-proxy's imageUrl)
     images: list[ResultImage] = Field(default_factory=list)
     is_grid: bool = False  # one image holding a 2x2 grid (Midjourney style)
     vendor_data: dict = Field(default_factory=dict)  # e.g. native action ids

@@ -10,17 +10,19 @@ import time
 from typing import Any
 
 import httpx
-from telegram import Bot
+from telegram import Bot, ForceReply, ReplyParameters
 from telegram.error import TelegramError
 
 from bot.engine.delivery import Delivery
 from bot.engine.dispatcher import Dispatcher
+from bot.engine.downloads import fetch_preview
 from bot.engine.inputs import InputResolver
 from bot.engine.outcomes import Outcomes
 from bot.engine.poller import Poller
 from bot.engine.progress import StatusReporter
 from bot.engine.ratelimit import VendorGate
 from bot.engine.sender import ResultSender
+from bot.i18n import t
 from bot.keyboards import CallbackCodec
 from providers.base import Provider
 from providers.errors import JobNotFound, ProviderError
@@ -33,6 +35,7 @@ from storage.models import AT_VENDOR, Task
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 600.0
+MODAL_FLOW = "modal"  # a conversation: the text a vendor job waits for
 STOP_SECONDS = 15.0
 ADMIN_REASONS = {"auth": "it rejected our credentials", "quota": "it says we are out of credit or quota"}
 
@@ -65,7 +68,11 @@ class Engine:
         self.admin_ids = admin_ids
         self.reporter = StatusReporter(bot, store.tasks)
         gate = VendorGate()
-        self.outcomes = Outcomes(store.tasks, registry, self.reporter, wake_delivery=self._wake_delivery)
+        self.outcomes = Outcomes(
+            store.tasks, registry, self.reporter, wake_delivery=self._wake_delivery,
+            fetch_preview=lambda url: fetch_preview(http, url, allow_private=allow_private_urls),
+            ask_for_text=self._ask_for_text,
+        )
         self.dispatcher = Dispatcher(
             store.tasks, registry, self.outcomes, gate,
             InputResolver(bot, store.media, public_base_url), self._callback_url,
@@ -149,6 +156,31 @@ class Engine:
         if not self.outcomes.has_callback(task, provider):
             return None
         return f"{self.public_base_url}/callbacks/{provider.id}/{task.callback_token}"
+
+    async def _ask_for_text(self, task: Task) -> None:
+        """A vendor job waits for text from the user (Midjourney's remix or
+        Custom Zoom): ask once, with a reply field; bot.handlers.modal takes
+        the answer to the vendor."""
+        flows = self.store.flows
+        flow = await flows.current(task.chat_id, task.user_id)
+        if flow is not None and flow.kind == MODAL_FLOW and flow.data.get("task_id") == task.id:
+            return
+        ttl = max(60.0, task.deadline_at - time.time())
+        await flows.start(task.chat_id, task.user_id, MODAL_FLOW, ttl, {"task_id": task.id})
+        prompt = task.params.get("prompt") or ""
+        try:
+            asked = await self.bot.send_message(
+                task.chat_id, t(task.language, "modal_ask", task_id=task.id),
+                reply_markup=ForceReply(selective=True, input_field_placeholder=prompt[:64] or None),
+                reply_parameters=ReplyParameters(task.status_message_id or task.request_message_id or 0,
+                                                 allow_sending_without_reply=True),
+                message_thread_id=task.thread_id,
+            )
+        except TelegramError as exc:
+            log.warning("task %s: could not ask for the vendor's text: %s", task.id, exc)
+            return
+        await flows.start(task.chat_id, task.user_id, MODAL_FLOW, ttl,
+                          {"task_id": task.id, "message_id": asked.message_id})
 
     def _job_listener(self, provider: Provider) -> JobListener:
         async def job_ended(job_id: str, state: JobState) -> None:

@@ -170,7 +170,9 @@ class Dispatcher(StageLoop):
             return
         log.info("task %s submitted to %s as %s", task.id, provider.id, submitted.job_id[:64])
         self.wake_poller()  # it may be asleep until later than this task's first poll
-        if submitted.state is not None and submitted.state.finished:
+        if submitted.state is not None:
+            # Finished at once (a synchronous vendor), or already waiting for
+            # the user's text (a Midjourney modal): no need to wait for a poll.
             await self.outcomes.apply(fresh, provider, submitted.state, lease_token=None)
         else:
             # Not forced: right after a "Starting…" acknowledgement the

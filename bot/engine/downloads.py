@@ -97,3 +97,21 @@ async def fetch_image(
     except httpx.TransportError as exc:
         raise DownloadError(type(exc).__name__, permanent=False) from None
     return inspect_image(bytes(body))
+
+
+PREVIEW_MAX_BYTES = 5 * 1024 * 1024
+
+
+async def fetch_preview(client: httpx.AsyncClient, url: str, *, allow_private: bool) -> bytes | None:
+    """A vendor's in-progress picture, as JPEG or PNG bytes for a status
+    photo; None when it cannot be had (a preview is never worth a failure)."""
+    try:
+        checked = await fetch_image(client, url, allow_private=allow_private, max_bytes=PREVIEW_MAX_BYTES)
+    except DownloadError:
+        return None
+    if checked.mime in ("image/jpeg", "image/png"):
+        return checked.data
+    with Image.open(io.BytesIO(checked.data)) as image:  # webp, gif: as a still JPEG
+        out = io.BytesIO()
+        image.convert("RGB").save(out, format="JPEG", quality=85)
+    return out.getvalue()

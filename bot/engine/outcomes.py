@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.engine.progress import StatusReporter, status_text
 from bot.engine.timing import next_poll_delay
@@ -26,11 +26,17 @@ class Outcomes:
         registry: Registry,
         reporter: StatusReporter,
         wake_delivery: Callable[[], None],
+        fetch_preview: Callable[[str], Awaitable[bytes | None]] | None = None,
+        ask_for_text: Callable[[Task], Awaitable[None]] | None = None,
     ) -> None:
         self.tasks = tasks
         self.registry = registry
         self.reporter = reporter
         self.wake_delivery = wake_delivery
+        self.fetch_preview = fetch_preview
+        self.ask_for_text = ask_for_text
+        # The preview URL each running task showed last: each picture is fetched once.
+        self._previews: dict[int, str] = {}
 
     def has_callback(self, task: Task, provider: Provider) -> bool:
         """Whether the vendor was given a callback URL for this task."""
@@ -117,5 +123,19 @@ class Outcomes:
                 )
             else:
                 fresh = await self.tasks.reschedule(task.id, lease_token, next_run_at, **fields)
+        if fresh is not None and fresh.status in AT_VENDOR and state.vendor_data.get("modal"):
+            if self.ask_for_text is not None:
+                await self.ask_for_text(fresh)  # the vendor waits for the user's words
+            return
         if fresh is not None and fresh.status in AT_VENDOR:
-            await self.reporter.show(fresh, status_text(fresh, provider.title), preview=state.preview)
+            preview = state.preview or await self._preview_of(task, state)
+            await self.reporter.show(fresh, status_text(fresh, provider.title), preview=preview)
+
+    async def _preview_of(self, task: Task, state: JobState) -> bytes | None:
+        url = state.preview_url
+        if not url or self.fetch_preview is None or self._previews.get(task.id) == url:
+            return None
+        if len(self._previews) > 1000:  # finished tasks' entries: forget them all now and then
+            self._previews.clear()
+        self._previews[task.id] = url
+        return await self.fetch_preview(url)

@@ -15,7 +15,7 @@ from telegram.error import BadRequest
 
 from bot.engine.progress import short_prompt
 from bot.i18n import t
-from bot.keyboards import CallbackCodec, grid_keyboard, single_keyboard
+from bot.keyboards import CallbackCodec, follow_up_keyboard, grid_keyboard, single_keyboard
 from providers.registry import Registry
 from storage.models import Task, TaskImage
 
@@ -104,7 +104,13 @@ class ResultSender:
         caption = self.caption(task)
         if len(images) == 1:
             grid = bool(task.result_meta.get("is_grid"))
-            keyboard = grid_keyboard(self.codec, task.id, 4) if grid else single_keyboard(self.codec, task.id, task.language)
+            follow_ups = (task.result_meta.get("vendor_data") or {}).get("follow_ups")
+            if grid:
+                keyboard = grid_keyboard(self.codec, task.id, 4)
+            elif follow_ups:
+                keyboard = follow_up_keyboard(self.codec, task.id, follow_ups)
+            else:
+                keyboard = single_keyboard(self.codec, task.id, task.language)
             message = await self._single(task, images[0], caption, keyboard, common)
             return [(images[0].idx, file_id_of(message), message.message_id)]
         return await self._album(task, list(images), caption, common, record_sent, list(already_sent))

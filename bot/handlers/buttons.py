@@ -72,6 +72,9 @@ def action_request(source: Task, images: list[TaskImage], press: ButtonPress) ->
     if press.action == Action.REROLL:
         fresh = params.model_copy(update={"seed": None})
         return Request([Capability(source.kind)], fresh, inputs=source.inputs, **common)
+    vendor_data = source.result_meta.get("vendor_data") or {}
+    if press.action == Action.NATIVE:
+        return follow_up_request(source, images, press, params, vendor_data, common)
     image = source_image(source, images, press.index)
     if image is None:
         return None
@@ -79,12 +82,35 @@ def action_request(source: Task, images: list[TaskImage], press: ButtonPress) ->
         "provider": source.provider,
         "job_id": source.provider_job_id,
         "index": press.index,
-        "vendor_data": source.result_meta.get("vendor_data") or {},
+        "vendor_data": vendor_data,
     }
     if press.action == Action.UPSCALE:
         return Request([Capability.UPSCALE], params.model_copy(update={"n": 1}), inputs=[image], source=native, **common)
     varied = params.model_copy(update={"seed": None, "strength": params.strength or VARIATION_STRENGTH})
     return Request([Capability.VARIATION, Capability.IMG2IMG], varied, inputs=[image], source=native, **common)
+
+
+def follow_up_request(
+    source: Task, images: list[TaskImage], press: ButtonPress, params: GenerationParams,
+    vendor_data: dict[str, Any], common: dict[str, Any],
+) -> Request | None:
+    """One of the vendor's own buttons: only that vendor can do it, so the
+    task is pinned to it (no fallback to a plain variation elsewhere)."""
+    follow_ups = vendor_data.get("follow_ups") or []
+    image = source_image(source, images, 0)
+    if not 0 <= press.index < len(follow_ups) or image is None or not source.provider:
+        return None
+    follow_up = follow_ups[press.index]
+    try:
+        capability = Capability(follow_up.get("capability"))
+    except ValueError:
+        return None
+    native = {
+        "provider": source.provider, "job_id": source.provider_job_id, "index": 0,
+        "vendor_data": {**vendor_data, "custom_id": follow_up.get("custom_id")},
+    }
+    pinned = params.model_copy(update={"provider": source.provider, "seed": None, "n": 1})
+    return Request([capability], pinned, inputs=[image], source=native, **common)
 
 
 async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

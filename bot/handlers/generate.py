@@ -9,6 +9,7 @@ import re
 from telegram import Message, MessageEntity, Update
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
+from bot.handlers import modal
 from bot.handlers.common import Requester, explain, reply, requester
 from bot.handlers.images import ImageProblem, input_image
 from bot.handlers.submit import Request, start_task
@@ -84,6 +85,8 @@ async def text_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> No
     if who is None:
         return
     text = without_mention(message.text, bot.username)
+    if await modal.feed(svc, message, who, text):
+        return
     image = input_image(target)
     if isinstance(image, dict):
         await edit_image(svc, message, who, image, text)

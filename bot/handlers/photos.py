@@ -23,6 +23,7 @@ from providers.types import Capability, GenerationParams
 _CAPTION_COMMAND = re.compile(r"^/([A-Za-z0-9_]+)(?:@([A-Za-z0-9_]+))?(?:\s+|$)")
 EDIT_WORDS = {"edit", "imagine", "draw", "img"}
 MAX_EDIT_IMAGES = 3  # juhe takes up to three images in one edit
+BLEND_IMAGES = (2, 5)  # Midjourney's /blend
 ONE_IMAGE_COMMANDS = {
     "upscale": Capability.UPSCALE,
     "anime": Capability.ANIME,
@@ -108,6 +109,8 @@ async def album_complete(svc: Services, parts: list[Message], who: Requester) ->
             await reply(captioned, t(who.language, "faceswap_album_needs_two"))
             return
         await faceswap.swap(svc, captioned, who, images[0], images[1])
+    elif command == "blend":
+        await blend(svc, captioned, who, images, text)
     elif text or command in EDIT_WORDS:
         params_text = text or ""
         if not params_text:
@@ -122,6 +125,30 @@ async def album_complete(svc: Services, parts: list[Message], who: Requester) ->
         await start_task(svc, captioned, who, request)
     else:
         await reply(captioned, t(who.language, "photo_what_next"))
+
+
+async def blend(svc: Services, message: Message, who: Requester, images: list[dict], text: str) -> None:
+    """Midjourney's /blend: 2–5 photos into one picture (--ar picks the shape)."""
+    low, high = BLEND_IMAGES
+    if not low <= len(images) <= high:
+        await reply(message, t(who.language, "blend_needs_images", low=low, high=high))
+        return
+    try:
+        params = parse_prompt(f"blend {text}".strip(), GenerationParams())  # flags only: "blend" is the prompt
+    except ParseError as exc:
+        await reply(message, explain(who.language, exc))
+        return
+    await start_task(svc, message, who, Request([Capability.BLEND], params, inputs=images))
+
+
+async def blend_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/blend as text: it is the caption of an album."""
+    svc = services(context)
+    message = update.effective_message
+    who = await requester(update, svc)
+    if who is not None and message is not None:
+        low, high = BLEND_IMAGES
+        await reply(message, t(who.language, "blend_needs_images", low=low, high=high))
 
 
 async def reply_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -145,4 +172,5 @@ async def reply_command(update: Update, context: ContextTypes.DEFAULT_TYPE) -> N
 
 def register(app: Application) -> None:  # type: ignore[type-arg]
     app.add_handler(CommandHandler(["edit", *ONE_IMAGE_COMMANDS], reply_command))
+    app.add_handler(CommandHandler("blend", blend_command))
     app.add_handler(MessageHandler(filters.PHOTO | filters.Document.ALL | filters.Sticker.ALL, photo_message))

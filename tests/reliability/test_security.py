@@ -22,6 +22,8 @@ from tests.e2e.conftest import TOKEN, ZHIQITE_APP_CODE, free_port, make_settings
 from tests.e2e.helpers import png, result_after
 from tests.fakes.aihuihua import FakeAihuihua
 from tests.fakes.juhe import FakeJuhe
+from tests.fakes.mjproxy import FakeMjProxy
+from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import serve
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.zhiqite import FakeZhiqite
@@ -48,21 +50,27 @@ async def test_no_secret_in_logs_user_messages_or_vendor_requests(
     tmp_path: Path, telegram: FakeTelegram, restore_logging: None
 ) -> None:
     """Every kind of vendor input (our /media URL: zhiqite, aihuihua; a data
-    URI: juhe), a vendor 5xx, a Telegram 502 and a file download, all logged
-    at DEBUG through the bot's own logging set-up."""
+    URI: juhe, midjourney-proxy; multipart: OpenAI), a vendor 5xx, a Telegram
+    502 and a file download, all logged at DEBUG through the bot's own
+    logging set-up."""
     zq = FakeZhiqite(app_code=ZHIQITE_APP_CODE, queue_seconds=0.1, run_seconds=0.3, callback_delay_scale=0.02)
     ah = FakeAihuihua(queue_seconds=0.15, submitted_seconds=0.15, run_seconds=0.3)
     jh = FakeJuhe()
+    oa = FakeOpenAI(api_key="sk-live-SECRET-openai-31337")
+    mj = FakeMjProxy(flavour="trueai", api_secret="mj-SECRET-proxy-4711", run_seconds=0.2)
     zq.fail_next("http500")  # a logged vendor failure, with the vendor's words
     telegram.fail_next("sendPhoto", 502)  # a logged Telegram failure
     port = free_port()
-    async with serve(zq.app) as z_url, serve(ah.app) as a_url, serve(jh.app) as j_url:
+    async with (serve(zq.app) as z_url, serve(ah.app) as a_url, serve(jh.app) as j_url,
+                serve(oa.app) as o_url, serve(mj.app) as m_url):
         settings = make_settings(
             tmp_path, telegram, http_port=port, public_base_url=f"http://127.0.0.1:{port}",
             log_level="DEBUG", log_format="json",
             zhiqite_app_code=ZHIQITE_APP_CODE, zhiqite_base_url=z_url,
             aihuihua_api_key=ah.api_key, aihuihua_base_url=a_url,
             juhe_api_key=jh.key, juhe_base_url=j_url,
+            openai_api_key=oa.api_key, openai_base_url=o_url + "/v1",
+            mj_proxy_base_url=m_url, mj_proxy_api_secret=mj.api_secret,
         )
         setup_logging(settings.log_level, settings.log_format, settings.secrets())
         captured = io.StringIO()
@@ -79,12 +87,15 @@ async def test_no_secret_in_logs_user_messages_or_vendor_requests(
                 await result_after(telegram, USER, request["message_id"], timeout=15)
             juhe = telegram.user_message(USER, USER, photo=png(), caption="paint it bronze --provider juhe")
             await result_after(telegram, USER, juhe["message_id"], timeout=15)
-            tasks = await final_task(bot, USER, count=4)
-        await zq.aclose()
-        await ah.aclose()
-        await jh.aclose()
+            for caption in ("paint it copper --provider openai", "paint it jade --provider mjproxy"):
+                more = telegram.user_message(USER, USER, photo=png(), caption=caption)
+                await result_after(telegram, USER, more["message_id"], timeout=15)
+            tasks = await final_task(bot, USER, count=6)
+        for fake in (zq, ah, jh, oa, mj):
+            await fake.aclose()
     records = [json.loads(line) for line in captured.getvalue().splitlines()]
-    keys = {"bot token": TOKEN, "bot token secret": TOKEN.split(":", 1)[1], "zhiqite": ZHIQITE_APP_CODE, "aihuihua": ah.api_key, "juhe": jh.key}
+    keys = {"bot token": TOKEN, "bot token secret": TOKEN.split(":", 1)[1], "zhiqite": ZHIQITE_APP_CODE,
+            "aihuihua": ah.api_key, "juhe": jh.key, "openai": oa.api_key, "mjproxy": mj.api_secret}
 
     def leaks(chosen: list[dict]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
@@ -100,7 +111,7 @@ async def test_no_secret_in_logs_user_messages_or_vendor_requests(
         quiet = any(record["logger"] == q or record["logger"].startswith(q + ".") for q in QUIETENED)
         return quiet and logging.getLevelName(record["level"]) < logging.WARNING
 
-    assert [task.status.value for task in tasks] == ["delivered"] * 4
+    assert [task.status.value for task in tasks] == ["delivered"] * 6
     # 1. Logs. Plenty was logged, the HTTP stack's URL lines among it, and redaction was at work.
     assert len(records) > 50 and any("HTTP Request" in r["message"] for r in records)
     assert any(REDACTED in r["message"] for r in records)
@@ -111,7 +122,8 @@ async def test_no_secret_in_logs_user_messages_or_vendor_requests(
     shown = "\n".join(m.content for m in telegram.bot_messages(USER, include_deleted=True))
     assert not [name for name, secret in keys.items() if secret in shown]
     # 3. What vendors received: no bot token, no Telegram file URL, no other vendor's key.
-    for vendor, fake, own in (("zhiqite", zq, ZHIQITE_APP_CODE), ("aihuihua", ah, ah.api_key), ("juhe", jh, jh.key)):
+    for vendor, fake, own in (("zhiqite", zq, ZHIQITE_APP_CODE), ("aihuihua", ah, ah.api_key), ("juhe", jh, jh.key),
+                              ("openai", oa, oa.api_key), ("mjproxy", mj, mj.api_secret)):
         others = [secret for name, secret in keys.items() if secret != own]
         assert fake.requests, vendor
         assert not no_secrets_in(fake.requests, *others), f"{vendor} was sent a secret: {no_secrets_in(fake.requests, *others)[:1]}"
