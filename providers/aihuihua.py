@@ -20,8 +20,7 @@ task itself.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -30,14 +29,16 @@ from urllib.parse import quote
 import httpx
 
 from providers.base import PollPolicy
-from providers.common import code_of, input_image, input_url, matches, parse_progress, text_of
+from providers.common import input_image, input_url, text_of
 from providers.credentials import Credentials
-from providers.errors import AuthError, BadRequest, ContentRejected, JobNotFound
-from providers.errors import MalformedResponse, ProviderError, QuotaExceeded, RateLimited
-from providers.errors import Unavailable
+from providers.errors import BadRequest, JobNotFound
+from providers.errors import MalformedResponse, ProviderError
 from providers.http import HeaderAuth, HttpProvider
-from providers.types import Capability, GenerationParams, JobSpec, JobState, JobStatus
-from providers.types import ResultImage, SourceResult, Submitted
+from providers import midjourney as mj
+from providers.midjourney import (Protocol, SubmitAnswer, body_code, checked_task, find_button,
+                                  is_grid_task, mj_prompt, parse_submit_answer, prompt_with_ratio)
+from providers.types import Capability, GenerationParams, JobSpec, JobState
+from providers.types import SourceResult, Submitted
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,6 @@ RANGE_LIMITS = (0.1, 1.0)  # [seed] image2Image `range`
 UPSCALE_MAX_SIDE = 4096  # [public] long side of an upscale result
 QUEUE_FULL_CODE = 23  # [seed] try later
 SENSITIVE_CODE = 24  # [seed] prompt has sensitive words
-SUCCESS_STATUS = "SUCCESS"
-FAILURE_STATUS = "FAILURE"
 
 
 # --------------------------------------------------------------------------- #
@@ -207,37 +206,9 @@ def wants_midjourney(params: GenerationParams, a: Assumptions = ASSUMED) -> bool
     return model.startswith(a.mj_model_prefixes)
 
 
-def ratio_flag(params: GenerationParams) -> str:
-    """" --ar W:H" for a non-square request (an explicit size reduced to its
-    ratio), empty for 1:1."""
-    if params.width and params.height:
-        divisor = math.gcd(params.width, params.height)
-        w, h = params.width // divisor, params.height // divisor
-    else:
-        w, h = (int(part) for part in params.aspect_ratio.split(":"))
-    return "" if w == h else f" --ar {w}:{h}"
-
-
-def _has_flag(prompt: str, flag: str) -> bool:
-    return f"{flag} " in f"{prompt} "
-
-
 def flux_prompt(params: GenerationParams) -> str:
     """Flux takes the aspect ratio inside the prompt [public]."""
-    prompt = params.prompt.strip()
-    if not prompt:
-        raise BadRequest("prompt is empty")
-    return prompt if _has_flag(prompt, "--ar") else prompt + ratio_flag(params)
-
-
-def mj_prompt(params: GenerationParams) -> str:
-    """Midjourney flags from our params: --ar, --no, --seed."""
-    prompt = flux_prompt(params)
-    if params.negative_prompt.strip() and not _has_flag(prompt, "--no"):
-        prompt += f" --no {params.negative_prompt.strip()}"
-    if params.seed is not None and params.seed >= 0 and not _has_flag(prompt, "--seed"):
-        prompt += f" --seed {params.seed}"
-    return prompt
+    return prompt_with_ratio(params)
 
 
 def similarity(strength: float | None, a: Assumptions = ASSUMED) -> float:
@@ -269,20 +240,6 @@ VERBS = {Capability.UPSCALE: "upsample", Capability.VARIATION: "variation"}
 SINGLE_VARY_VERBS = ("variation", "high_variation", "low_variation")
 
 
-def find_button(buttons: Iterable[Any], verbs: Sequence[str], number: int) -> str | None:
-    """The customId of the first button ``…::<verb>::<number>::…``, trying the
-    verbs in order ("::upsample::1::" never matches "::upsample_v6_2x::1::")."""
-    custom_ids = [
-        str(button.get("customId") or "") for button in buttons if isinstance(button, Mapping)
-    ]
-    for verb in verbs:
-        needle = f"::{verb}::{number}::"
-        for custom_id in custom_ids:
-            if needle in f"{custom_id}::":
-                return custom_id
-    return None
-
-
 def source_job(source: SourceResult) -> JobRef:
     if source.provider != "aihuihua":
         raise BadRequest(f"not an aihuihua result (from {source.provider})")
@@ -304,15 +261,18 @@ def action_request(
     if job.kind is JobKind.IMAGE2IMAGE:
         grid = True
     elif grid is None:  # stored before "grid" was recorded: judge by the task itself
-        grid = is_grid_task(text_of(data.get("action")), buttons, a)
+        grid = is_grid_task(text_of(data.get("action")), buttons, protocol(a))
     if not 0 <= source.index <= 3 or (not grid and source.index != 0):
         raise BadRequest(f"image {source.index + 1} is not in the source result")
     number = source.index + 1
     verb = VERBS.get(capability)
     if verb is None:
         raise BadRequest(f"aihuihua has no {capability} action")
+    pressed = text_of(data.get("custom_id"))  # one of its follow-up buttons, pressed as it is
+    if pressed and pressed not in {button.get("customId") for button in buttons}:
+        raise BadRequest("that button is not on the source result")
     verbs = (verb,) if grid or capability is not Capability.VARIATION else SINGLE_VARY_VERBS
-    custom_id = find_button(buttons, verbs, number)
+    custom_id = pressed or find_button(buttons, verbs, number)
     if custom_id is None and capability is Capability.UPSCALE and not grid:
         image_url = data.get("image_url")
         if isinstance(image_url, str) and image_url:
@@ -320,15 +280,15 @@ def action_request(
     if custom_id is None:
         label = "U" if capability is Capability.UPSCALE else "V"
         raise BadRequest(f"the source result has no {label}{number} button")
-    mj = data.get("mj")
+    midjourney = data.get("mj")
     if job.kind is JobKind.IMAGE2IMAGE:
-        mj = False  # [seed] image2Image results go to /api/v2/image/action
-    elif mj is None:
-        mj = is_mj_action(data.get("action"), a)
+        midjourney = False  # [seed] image2Image results go to /api/v2/image/action
+    elif midjourney is None:
+        midjourney = is_mj_action(data.get("action"), a)
     primary, other = Endpoint.MJ_ACTION, Endpoint.IMAGE_ACTION
-    if not mj:
+    if not midjourney:
         primary, other = other, primary
-    eta = a.mj_seconds if mj else a.flux_seconds
+    eta = a.mj_seconds if midjourney else a.flux_seconds
     if capability is Capability.UPSCALE:
         eta = a.tool_seconds
     body = {"taskId": job.task_id, "customId": custom_id}
@@ -386,58 +346,28 @@ def _request_without_hook(spec: JobSpec, a: Assumptions) -> TaskRequest:
 # --------------------------------------------------------------------------- #
 
 
-def body_code(body: Any) -> int:
-    code = code_of(body.get("code")) if isinstance(body, Mapping) else None
-    if code is None:
-        raise MalformedResponse("body has no numeric code")
-    return code
+def protocol(a: Assumptions = ASSUMED) -> Protocol:
+    """The midjourney-proxy protocol as aihuihua speaks it (providers.midjourney)."""
+    return Protocol(
+        grid_actions=a.grid_actions, describe_actions=a.describe_actions,
+        describe_text_keys=a.describe_text_keys, queued_statuses=a.queued_statuses,
+        running_statuses=a.running_statuses, modal_statuses=frozenset(),
+        cancelled_statuses=a.cancelled_statuses, accepted_codes=a.accepted_codes,
+        not_found_code=a.not_found_code, validation_code=a.validation_code,
+        system_error_code=a.system_error_code, queue_full_code=QUEUE_FULL_CODE,
+        banned_code=SENSITIVE_CODE, queue_full_retry_after=a.queue_full_retry_after,
+        quota_words=a.quota_words, auth_words=a.auth_words, rejection_words=a.rejection_words,
+        queue_full_words=(), progress_previews=False,
+    )
 
 
 def error_for_code(code: int, description: str, a: Assumptions = ASSUMED) -> ProviderError:
-    detail = f"code {code}: {description}" if description else f"code {code}"
-    if code == QUEUE_FULL_CODE:  # the account's 5 concurrent tasks are busy
-        return RateLimited(detail, retry_after=a.queue_full_retry_after)
-    if code == SENSITIVE_CODE:
-        return ContentRejected(detail)
-    if code == a.not_found_code:
-        return JobNotFound(detail)
-    if matches(description, a.quota_words):
-        return QuotaExceeded(detail)
-    if matches(description, a.auth_words):
-        return AuthError(detail)
-    if matches(description, a.rejection_words):
-        return ContentRejected(detail)
-    if code == a.validation_code:
-        return BadRequest(detail)
-    if code == a.system_error_code:
-        return Unavailable(detail)
-    return ProviderError(detail)
-
-
-@dataclass(frozen=True)
-class SubmitAnswer:
-    code: int
-    description: str
-    task_id: str
-
-
-def parse_submit_answer(body: Mapping[str, Any]) -> SubmitAnswer:
-    """`{"code", "description", "result": task id}` [seed]; the id may be a
-    number (midjourney-proxy sends one)."""
-    code = body_code(body)
-    result = body.get("result")
-    usable = isinstance(result, str | int) and not isinstance(result, bool)
-    task_id = str(result).strip() if usable else ""
-    return SubmitAnswer(code, text_of(body.get("description")), task_id)
+    return mj.error_for_code(code, description, protocol(a))
 
 
 def accepted_task_id(answer: SubmitAnswer, a: Assumptions = ASSUMED) -> str:
     """Codes 1 and 22 (queued) [seed], and 21 (exists) accept the task."""
-    if answer.code not in a.accepted_codes:
-        raise error_for_code(answer.code, answer.description, a)
-    if not answer.task_id:
-        raise MalformedResponse(f"code {answer.code} without a task id")
-    return answer.task_id
+    return mj.accepted_task_id(answer, protocol(a))
 
 
 def submitted_task_id(
@@ -470,12 +400,6 @@ def query_task(body: Any, a: Assumptions = ASSUMED) -> Mapping[str, Any]:
     return checked_task(task)
 
 
-def checked_task(task: Any) -> Mapping[str, Any]:
-    if isinstance(task, Mapping) and text_of(task.get("id")) and text_of(task.get("status")):
-        return task
-    raise MalformedResponse("not a task object with an id and a status")
-
-
 def query_tasks(body: Any, a: Assumptions = ASSUMED) -> list[Mapping[str, Any]]:
     """The tasks of a batch query: the bare list, or `{"code": 1, "result": [task, ...]}`."""
     tasks = enveloped(body, a)
@@ -490,66 +414,13 @@ def is_mj_action(action: Any, a: Assumptions = ASSUMED) -> bool:
     return text_of(action).upper() in a.mj_actions
 
 
-def normalized_buttons(task: Mapping[str, Any]) -> list[dict[str, str]]:
-    buttons = task.get("buttons")
-    if not isinstance(buttons, list):
-        return []
-    return [
-        {key: text_of(button.get(key)) for key in ("customId", "label", "emoji")}
-        for button in buttons
-        if isinstance(button, Mapping) and button.get("customId")
-    ]
-
-
-def is_grid_task(
-    action: str, buttons: Sequence[Mapping[str, str]], a: Assumptions = ASSUMED
-) -> bool:
-    if action.upper() in a.grid_actions:
-        return True
-    return any(find_button(buttons, ("upsample",), number) for number in (2, 3, 4))
-
-
-def _lookup(task: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = task
-    for part in dotted.split("."):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    return value
-
-
-def description_text(task: Mapping[str, Any], a: Assumptions = ASSUMED) -> str:
-    for key in a.describe_text_keys:
-        value = _lookup(task, key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return ""
-
-
 def task_vendor_data(
     task: Mapping[str, Any], kind: JobKind = JobKind.TASK, a: Assumptions = ASSUMED
 ) -> dict[str, Any]:
     """What an action on this result needs later (SourceResult.vendor_data)."""
-    action = text_of(task.get("action"))
-    buttons = normalized_buttons(task)
     image2image = kind is JobKind.IMAGE2IMAGE  # [seed] "每次返回4合1的图片"
-    data: dict[str, Any] = {
-        "task_id": text_of(task.get("id")),
-        "action": action,
-        "mj": not image2image and is_mj_action(action, a),
-        "grid": image2image or is_grid_task(action, buttons, a),
-        "buttons": buttons,
-    }
-    image_url = text_of(task.get("imageUrl"))
-    if image_url:
-        data["image_url"] = image_url
-    return data
-
-
-def failure_kind(reason: str, a: Assumptions = ASSUMED) -> str:
-    if matches(reason, a.rejection_words):
-        return ContentRejected.kind
-    if matches(reason, a.quota_words):
-        return QuotaExceeded.kind
-    return ProviderError.kind
+    data = mj.task_data(task, protocol(a), grid=True if image2image else None)
+    return {**data, "mj": not image2image and is_mj_action(data["action"], a)}
 
 
 def parse_task(
@@ -557,54 +428,7 @@ def parse_task(
 ) -> JobState:
     """A task object → JobState. NOT_START/SUBMITTED queued, IN_PROGRESS
     running with progress, SUCCESS done, FAILURE failed (see ASSUMED)."""
-    status = text_of(task.get("status")).upper()
-    data = task_vendor_data(task, kind, a)
-    progress = parse_progress(task.get("progress"))
-    if status in a.queued_statuses:
-        return JobState(status=JobStatus.QUEUED, progress=progress, vendor_data=data)
-    if status == SUCCESS_STATUS:
-        return _succeeded(task, data, a)
-    if status == FAILURE_STATUS:
-        reason = text_of(task.get("failReason")) or "task failed"
-        return JobState(
-            status=JobStatus.FAILED, error_kind=failure_kind(reason, a), error_detail=reason,
-            vendor_data=data,
-        )
-    if status in a.cancelled_statuses:
-        return JobState(
-            status=JobStatus.FAILED, error_kind=ProviderError.kind,
-            error_detail="cancelled at the vendor", vendor_data=data,
-        )
-    if status not in a.running_statuses:
-        log.warning("aihuihua: unknown task status %r, treated as running", status)
-    return JobState(status=JobStatus.RUNNING, progress=progress, vendor_data=data)
-
-
-def _succeeded(task: Mapping[str, Any], data: dict[str, Any], a: Assumptions) -> JobState:
-    if data["action"].upper() in a.describe_actions:
-        text = description_text(task, a)
-        if not text:
-            return JobState(
-                status=JobStatus.FAILED, error_kind=MalformedResponse.kind,
-                error_detail="describe finished without text", vendor_data=data,
-            )
-        # The text is the result; imageUrl (the described input) is not.
-        return JobState(
-            status=JobStatus.SUCCEEDED, progress=1.0, vendor_data={**data, "description": text}
-        )
-    url = data.get("image_url")
-    if not url:
-        return JobState(
-            status=JobStatus.FAILED, error_kind=MalformedResponse.kind,
-            error_detail="SUCCESS without imageUrl", vendor_data=data,
-        )
-    return JobState(
-        status=JobStatus.SUCCEEDED,
-        progress=1.0,
-        images=[ResultImage(url=url)],
-        is_grid=data["grid"],
-        vendor_data=data,
-    )
+    return mj.task_state(task, task_vendor_data(task, kind, a), protocol(a))
 
 
 def parse_callback_payload(

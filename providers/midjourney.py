@@ -14,9 +14,10 @@ prompt, 3 not found, 4 validation error, 9 system error.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from providers.common import code_of, matches, parse_progress, text_of
@@ -24,6 +25,8 @@ from providers.errors import (AuthError, BadRequest, ContentRejected, JobNotFoun
                               MalformedResponse, ProviderError, QuotaExceeded, RateLimited,
                               Unavailable)
 from providers.types import GenerationParams, JobState, JobStatus, ResultImage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class Protocol:
     )
     # A full queue is said in words by some (trueai answers it as code 9).
     queue_full_words: tuple[str, ...] = ("队列已满", "queue is full", "queue full")
+    # IN_PROGRESS imageUrl is a preview (midjourney-proxy; not documented everywhere).
+    progress_previews: bool = True
 
 
 MIDJOURNEY_PROXY = Protocol()
@@ -134,7 +139,7 @@ class SubmitAnswer:
     code: int
     description: str
     task_id: str
-    properties: Mapping[str, Any]
+    properties: Mapping[str, Any] = field(default_factory=dict)
 
 
 def parse_submit_answer(body: Mapping[str, Any]) -> SubmitAnswer:
@@ -264,8 +269,10 @@ def task_state(task: Mapping[str, Any], data: dict[str, Any], p: Protocol = MIDJ
                         error_detail="cancelled at the vendor", vendor_data=data)
     if status in p.modal_statuses:
         return JobState(status=JobStatus.RUNNING, progress=progress, vendor_data={**data, "modal": True})
+    if status not in p.running_statuses:
+        log.warning("midjourney-proxy: unknown task status %r, treated as running", status)
     # IN_PROGRESS (or a status we do not know: it is not finished).
-    preview_url = data.get("image_url") if status in p.running_statuses else None
+    preview_url = data.get("image_url") if p.progress_previews and status in p.running_statuses else None
     return JobState(status=JobStatus.RUNNING, progress=progress, preview_url=preview_url, vendor_data=data)
 
 

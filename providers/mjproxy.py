@@ -78,6 +78,23 @@ def action_body(source: SourceResult, capability: Capability, custom_id: str | N
     return "/mj/submit/change", {"taskId": task_id, "action": CHANGE_ACTIONS[capability], "index": number}
 
 
+def single_without_buttons(source: SourceResult) -> bool:
+    data = source.vendor_data
+    return not data.get("grid") and not data.get("buttons") and not data.get("custom_id")
+
+
+def reroll_body(source: SourceResult) -> tuple[str, dict[str, Any]]:
+    """🔄 on a grid of this proxy: its reroll button, or /change REROLL."""
+    task_id = text_of(source.vendor_data.get("task_id")) or source.job_id
+    buttons = source.vendor_data.get("buttons") or []
+    if buttons:
+        found = find_button(buttons, ("reroll",), 0)
+        if found is None:
+            raise BadRequest("the source result has no reroll button")
+        return "/mj/submit/action", {"taskId": task_id, "customId": found}
+    return "/mj/submit/change", {"taskId": task_id, "action": "REROLL", "index": 1}
+
+
 def build_request(spec: JobSpec) -> tuple[str, dict[str, Any]]:
     """(endpoint, body) for a spec, notifyHook included; BadRequest before any HTTP."""
     endpoint, body = _request(spec)
@@ -89,8 +106,13 @@ def build_request(spec: JobSpec) -> tuple[str, dict[str, Any]]:
 def _request(spec: JobSpec) -> tuple[str, dict[str, Any]]:
     params = spec.params
     match spec.capability:
+        case Capability.VARIATION if spec.source is not None and single_without_buttons(spec.source) and spec.images:
+            # novicezk offers nothing on an upscaled image: vary it as an image prompt.
+            return "/mj/submit/imagine", {"prompt": mj_prompt(params), "base64Array": [data_uri(spec.images[0])]}
         case Capability.UPSCALE | Capability.VARIATION if spec.source is not None:
             return action_body(spec.source, spec.capability, spec.source.vendor_data.get("custom_id"))
+        case Capability.TXT2IMG if spec.source is not None and spec.source.vendor_data.get("grid"):
+            return reroll_body(spec.source)
         case Capability.TXT2IMG:
             return "/mj/submit/imagine", {"prompt": mj_prompt(params)}
         case Capability.IMG2IMG:

@@ -42,7 +42,7 @@ class RoutingError(Exception):
     ) -> None:
         super().__init__(f"{reason}: {capability} via {provider or 'any'}")
         # "unknown_provider" | "provider_cannot" | "provider_disabled" |
-        # "prompt_too_long" (``limit`` characters) | "none_capable"
+        # "vendor_prompt_limit" (``limit`` characters) | "none_capable"
         self.reason = reason
         self.capability = capability
         self.provider = provider
@@ -151,7 +151,7 @@ class Registry:
             if self.health[forced].disabled_reason is not None:
                 raise RoutingError("provider_disabled", capability, forced)
             if not _prompt_fits(provider, prompt_chars):
-                raise RoutingError("prompt_too_long", capability, forced, provider.max_prompt_chars)
+                raise RoutingError("vendor_prompt_limit", capability, forced, provider.max_prompt_chars)
             return [provider]
         order = [preferred, self.default_id, *self.providers]
         seen: set[str] = set(exclude)
@@ -169,7 +169,7 @@ class Registry:
             else:
                 too_short.append(provider.max_prompt_chars or 0)
         if not result and too_short:
-            raise RoutingError("prompt_too_long", capability, limit=max(too_short))
+            raise RoutingError("vendor_prompt_limit", capability, limit=max(too_short))
         if not result:
             raise RoutingError("none_capable", capability)
         return sorted(result, key=lambda p: p.max_images < count)  # stable: order kept otherwise

@@ -71,7 +71,13 @@ def action_request(source: Task, images: list[TaskImage], press: ButtonPress) ->
     common: dict[str, Any] = {"parent_task_id": source.id, "action_key": press.key}
     if press.action == Action.REROLL:
         fresh = params.model_copy(update={"seed": None})
-        return Request([Capability(source.kind)], fresh, inputs=source.inputs, **common)
+        # A vendor that rerolls its own results (Midjourney's 🔄) gets the source
+        # job; for the others a reroll is the same request again.
+        native = None
+        if source.kind == Capability.TXT2IMG.value and source.provider and source.provider_job_id:
+            native = {"provider": source.provider, "job_id": source.provider_job_id, "index": 0,
+                      "vendor_data": source.result_meta.get("vendor_data") or {}}
+        return Request([Capability(source.kind)], fresh, inputs=source.inputs, source=native, **common)
     vendor_data = source.result_meta.get("vendor_data") or {}
     if press.action == Action.NATIVE:
         return follow_up_request(source, images, press, params, vendor_data, common)

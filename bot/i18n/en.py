@@ -40,7 +40,7 @@ MESSAGES: dict[str, str] = {
     "err_unknown_provider": "There is no vendor called {provider}. Try /providers.",
     "err_provider_cannot": "{provider} cannot do that ({capability}). Leave out --provider, or see /providers.",
     "err_provider_disabled": "{provider} is switched off right now: its credentials or credit need the operator's attention. Leave out --provider to use another vendor.",
-    "err_prompt_too_long": "The prompt is {length} characters; the vendors that can do this take at most {limit}. Please shorten it.",
+    "err_vendor_prompt_limit": "The prompt is {length} characters; the vendors that can do this take at most {limit}. Please shorten it.",
     "err_none_capable": "No vendor available right now can do that ({capability}). Please try again later.",
     # Limits
     "err_banned_words": "Your prompt contains words that are not allowed here. Please rephrase it.",

@@ -36,7 +36,7 @@ MESSAGES: dict[str, str] = {
     "err_unknown_provider": "没有名为 {provider} 的服务商。请查看 /providers。",
     "err_provider_cannot": "{provider} 不支持此操作（{capability}）。去掉 --provider，或查看 /providers。",
     "err_provider_disabled": "{provider} 目前已停用：其凭据或余额需要运营者处理。去掉 --provider 即可使用其他服务商。",
-    "err_prompt_too_long": "提示词有 {length} 个字符；能完成此操作的服务商最多接受 {limit} 个。请缩短后再试。",
+    "err_vendor_prompt_limit": "提示词有 {length} 个字符；能完成此操作的服务商最多接受 {limit} 个。请缩短后再试。",
     "err_none_capable": "目前没有可用的服务商能完成此操作（{capability}）。请稍后再试。",
     "err_banned_words": "你的提示词包含此处不允许的词语。请换个说法。",
     "err_too_many_active": "你已有 {count} 个任务在进行中（最多 {limit} 个）。请等待完成，或用 /cancel 取消一个。",

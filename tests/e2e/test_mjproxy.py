@@ -78,12 +78,15 @@ async def test_novicezk_grid_u3_goes_through_change(tmp_path: Path, telegram: Fa
     async with mj_bot(tmp_path, telegram, fake) as bot:
         grid = await imagine(telegram, "/imagine a quiet harbour")
         telegram.press_button(CHAT, USER, grid.message_id, text="U3")
-        await result_after(telegram, CHAT, grid.message_id, timeout=20)
+        upscaled = await result_after(telegram, CHAT, grid.message_id, timeout=20)
+        telegram.press_button(CHAT, USER, grid.message_id, text="🔄")
+        await result_after(telegram, CHAT, upscaled.message_id, timeout=20)
         tasks = await settled(bot, USER)
     await fake.aclose()
-    assert sorted(t.status.value for t in tasks) == ["delivered"] * 2
-    [change] = fake.api_requests("/mj/submit/change")
-    assert (change.body["action"], change.body["index"]) == ("UPSCALE", 3)
+    assert sorted(t.status.value for t in tasks) == ["delivered"] * 3
+    changes = [(c.body["action"], c.body["index"]) for c in fake.api_requests("/mj/submit/change")]
+    assert changes == [("UPSCALE", 3), ("REROLL", 1)]
+    assert len(fake.api_requests("imagine")) == 1  # the reroll is Midjourney's, not a new imagine
 
 
 async def test_custom_zoom_waits_for_the_users_text(tmp_path: Path, telegram: FakeTelegram) -> None:

@@ -119,7 +119,7 @@ async def test_prompt_over_a_vendors_own_limit(tmp_path: Path, telegram: FakeTel
         await fake.aclose()
     assert tasks == []
     assert not fake.requests, "the over-long prompt was sent to juhe"
-    assert told.text == t("en", "err_prompt_too_long", length=len(prompt.strip()), limit=800)
+    assert told.text == t("en", "err_vendor_prompt_limit", length=len(prompt.strip()), limit=800)
 
 
 def sticker_message(telegram: FakeTelegram, chat_id: int, message_id: int, animated: bool = True) -> dict:

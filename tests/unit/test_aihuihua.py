@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from providers import aihuihua as ah
 from providers.base import PollPolicy
+from providers.common import parse_progress
 from providers.errors import (
     AuthError,
     BadRequest,
@@ -253,6 +254,16 @@ def test_u_and_v_buttons_on_a_midjourney_grid(
                             "customId": f"MJ::JOB::{verb}::{index + 1}::abc"}
 
 
+def test_a_follow_up_button_is_sent_as_pressed_and_a_forged_one_refused() -> None:
+    custom_id = MJ_SINGLE["buttons"][-1]["customId"]
+    request = ah.action_request(source({**MJ_SINGLE, "custom_id": custom_id}), Capability.VARIATION)
+    assert request.body == {"taskId": "1730000000000001", "customId": custom_id}  # the source job's task
+    with pytest.raises(BadRequest, match="not on the source result"):
+        ah.action_request(source({**MJ_SINGLE, "custom_id": "MJ::JOB::forged::1::x"}), Capability.VARIATION)
+    shown = ah.parse_task(task(action="UPSCALE", buttons=single_buttons())).vendor_data["follow_ups"]
+    assert any(f["custom_id"] == custom_id for f in shown)
+
+
 def test_actions_on_a_flux_grid_use_image_action() -> None:
     request = ah.action_request(source(FLUX_GRID, 2), Capability.UPSCALE)
     assert request.endpoint is ah.Endpoint.IMAGE_ACTION
@@ -404,7 +415,7 @@ def test_malformed_submit_answers(body: dict[str, Any]) -> None:
      (None, None), ("abc", None), ("1%", 0.01)],
 )
 def test_progress(raw: Any, expected: float | None) -> None:
-    value = ah.parse_progress(raw)
+    value = parse_progress(raw)
     assert value == (pytest.approx(expected) if expected is not None else None)
 
 

@@ -211,3 +211,16 @@ def test_every_message_is_valid_telegram_html(language: str) -> None:
             parse_html(text)
         except ApiError as exc:
             pytest.fail(f"{language}:{key} is not valid HTML: {exc}")
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_no_message_key_is_written_twice(language: str) -> None:
+    """A repeated key in a dict literal silently keeps only the last text
+    (err_prompt_too_long once had two meanings this way)."""
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "bot" / "i18n" / f"{language}.py"
+    keys = [node.value for d in ast.walk(ast.parse(source.read_text("utf-8"))) if isinstance(d, ast.Dict)
+            for node in d.keys if isinstance(node, ast.Constant)]
+    assert sorted({k for k in keys if keys.count(k) > 1}) == []

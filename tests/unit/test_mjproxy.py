@@ -52,6 +52,20 @@ def test_u2_uses_the_proxys_button_where_it_gave_buttons_else_change() -> None:
     assert m.build_request(without) == ("/mj/submit/change", {"taskId": "1700", "action": "VARIATION", "index": 3})
 
 
+def test_vary_on_a_novicezk_upscale_is_an_image_prompt() -> None:
+    spec = make_spec(Capability.VARIATION, source=grid_source(index=0, grid=False), images=(input_image(png(8, 8)),), prompt="a fox")
+    endpoint, body = m.build_request(spec)
+    assert endpoint == "/mj/submit/imagine" and body["prompt"] == "a fox" and len(body["base64Array"]) == 1
+
+
+def test_reroll_of_a_grid_is_the_proxys_reroll() -> None:
+    buttons = [*TRUEAI_GRID, {"customId": "MJ::JOB::reroll::0::h::SOLO", "label": "", "emoji": "🔄"}]
+    assert m.build_request(make_spec(source=grid_source(buttons, index=0))) == (
+        "/mj/submit/action", {"taskId": "1700", "customId": "MJ::JOB::reroll::0::h::SOLO"})
+    assert m.build_request(make_spec(source=grid_source(index=0))) == (
+        "/mj/submit/change", {"taskId": "1700", "action": "REROLL", "index": 1})
+
+
 def test_a_follow_up_button_must_be_one_the_proxy_offered() -> None:
     buttons = [{"customId": "MJ::JOB::low_variation::1::h::SOLO", "label": "Vary (Subtle)", "emoji": "🪄"}]
     source = grid_source(buttons, index=0, grid=False)

@@ -9,7 +9,6 @@ import base64
 import io
 import logging
 
-import httpx
 import pytest
 from PIL import Image
 

@@ -326,13 +326,13 @@ async def test_a_prompt_over_a_vendors_limit_goes_elsewhere(short_and_long: Regi
 async def test_a_prompt_no_capable_vendor_takes_says_so(short_and_long: Registry, clock: Monotonic) -> None:
     with pytest.raises(RoutingError) as info:
         short_and_long.candidates(C.TXT2IMG, prompt_chars=900, exclude=["sandbox"])
-    assert (info.value.reason, info.value.limit) == ("prompt_too_long", 800)
+    assert (info.value.reason, info.value.limit) == ("vendor_prompt_limit", 800)
 
 
 async def test_forced_vendor_with_a_prompt_over_its_limit(short_and_long: Registry, clock: Monotonic) -> None:
     with pytest.raises(RoutingError) as info:
         short_and_long.candidates(C.TXT2IMG, forced="zhiqite", prompt_chars=801)
-    assert (info.value.reason, info.value.provider, info.value.limit) == ("prompt_too_long", "zhiqite", 800)
+    assert (info.value.reason, info.value.provider, info.value.limit) == ("vendor_prompt_limit", "zhiqite", 800)
 
 
 async def test_forced_vendor_switched_off_for_bad_credentials_is_refused(both: Registry, clock: Monotonic) -> None:
