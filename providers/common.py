@@ -3,6 +3,8 @@ texts, progress figures, keyword matching, input-image URLs."""
 
 from __future__ import annotations
 
+import base64
+
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -91,3 +93,8 @@ def input_url(spec: JobSpec, index: int, vendor: str) -> str:
     if not url:
         raise BadRequest(f"{vendor} fetches input images by URL; PUBLIC_BASE_URL is not set")
     return url
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    """``data:<mime>;base64,...``: how juhe and midjourney-proxy take images."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

@@ -6,6 +6,7 @@
      ├── RateLimited               slow down; `retry_after` seconds        (transient)
      ├── ContentRejected           moderation, sensitive words             (fails the task)
      ├── BadRequest                the request itself is wrong             (fails the task)
+     │    └── NotForThisJob        this vendor cannot do this one job      (next vendor)
      ├── JobNotFound               the vendor does not know that job       (fails the task)
      ├── Unavailable               5xx, queue full, maintenance, network   (transient)
      │    └── VendorTimeout        the vendor did not answer in time       (transient)
@@ -33,6 +34,7 @@ class ProviderError(Exception):
     kind = "error"
     transient = False
     disables_vendor = False
+    try_elsewhere = False  # not this vendor's failure: try the next capable one
 
     def __init__(self, vendor_message: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(vendor_message or self.kind)
@@ -61,6 +63,13 @@ class ContentRejected(ProviderError):
 
 class BadRequest(ProviderError):
     kind = "bad_request"
+
+
+class NotForThisJob(BadRequest):
+    """This vendor cannot do this particular job (an action its result does
+    not offer), though another vendor may: routing tries the next one."""
+
+    try_elsewhere = True
 
 
 class JobNotFound(ProviderError):

@@ -30,10 +30,12 @@ from providers.types import JobState, JobStatus
 
 log = logging.getLogger("providers")
 
-JobListener = Callable[[str, JobState], Awaitable[None]]
+# Applies a finished call to its task; True when it did (the state is then dropped).
+JobListener = Callable[[str, JobState], Awaitable[bool]]
 
 ANSWER_WITHIN_SECONDS = 2.0  # what fails at once (auth, 429, bad request) fails at submit
-KEEP_SECONDS = 1800.0  # a finished job's state, for a poll that comes late
+KEEP_SECONDS = 600.0  # a finished job nobody applied yet, for a poll that comes late
+STOP_GRACE_SECONDS = 10.0  # at shutdown, calls this close to done may still finish
 
 
 @dataclass
@@ -69,7 +71,12 @@ class InProcessJobs:
             return None  # the same job again (a resubmit after a crash): it is running
         job = _Job(asyncio.create_task(self._run(call), name=f"call-{job_id[:16]}"), time.monotonic())
         self._jobs[job_id] = job
-        done, _ = await asyncio.wait({job.task}, timeout=self.answer_within)
+        try:
+            done, _ = await asyncio.wait({job.task}, timeout=self.answer_within)
+        except asyncio.CancelledError:
+            # The submit was abandoned, the call goes on: its end must still be told.
+            job.task.add_done_callback(lambda finished: self._finished(job_id, finished))
+            raise
         if not done:
             job.task.add_done_callback(lambda finished: self._finished(job_id, finished))
             return None
@@ -77,6 +84,7 @@ class InProcessJobs:
         return job.task.result()  # raises the call's ProviderError
 
     def state(self, job_id: str) -> JobState:
+        self._sweep()
         job = self._jobs.get(job_id)
         if job is None:
             raise JobNotFound("no such call in this process (it was lost in a restart)")
@@ -84,15 +92,21 @@ class InProcessJobs:
             return job.state
         return JobState(status=JobStatus.RUNNING)
 
-    async def aclose(self) -> None:
-        """Stop every running call (shutdown): their tasks are run again at
-        the next start."""
+    async def aclose(self, grace: float | None = None) -> None:
+        """Shutdown: calls that end within ``grace`` are still applied (each
+        lost call costs a rerun, and maybe a second bill); the rest are
+        stopped, and their tasks run again at the next start."""
+        grace = STOP_GRACE_SECONDS if grace is None else grace
         running = [job.task for job in self._jobs.values() if not job.task.done()]
+        if running:
+            await asyncio.wait(running, timeout=grace)
         for task in running:
             task.cancel()
         for task in running:
             with contextlib.suppress(BaseException):
                 await task
+        if self._notifying:
+            await asyncio.wait(set(self._notifying), timeout=grace)
 
     async def _run(self, call: Callable[[], Awaitable[JobState]]) -> JobState:
         async with self._slots:
@@ -121,9 +135,12 @@ class InProcessJobs:
     async def _notify(self, job_id: str, state: JobState) -> None:
         assert self.listener is not None
         try:
-            await self.listener(job_id, state)
+            applied = await self.listener(job_id, state)
         except Exception:  # the poller is the safety net
             log.exception("could not apply the end of call %s", job_id[:16])
+            return
+        if applied:  # its images are in the database now: do not keep them here too
+            self._jobs.pop(job_id, None)
 
     def _sweep(self) -> None:
         cutoff = time.monotonic() - KEEP_SECONDS

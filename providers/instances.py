@@ -100,14 +100,17 @@ def instance_settings(
         if not instance.base_url.startswith(("http://", "https://")):
             raise ProvidersFileError(f"{where}: base_url must be an http(s) URL")
         overrides[setting] = instance.base_url.rstrip("/")
+    field = kind.secret_setting()
     if instance.secret_env:
         secret = environ.get(instance.secret_env, "").strip()
         if not secret:
             raise ProvidersFileError(f"{where}: {instance.secret_env} is not set")
-        field = kind.secret_setting()
         if field is None:
             raise ProvidersFileError(f"{where}: this kind takes no single secret for secret_env")
         overrides[field] = secret
+    elif instance.base_url and field is not None:
+        # Another host: the kind's own key (OPENAI_API_KEY, ...) must not go there.
+        overrides[field] = None
     if instance.model:
         setting = getattr(kind, "model_setting", None)
         if setting is None:
@@ -145,4 +148,5 @@ def instance_secrets(path: str, environ: Mapping[str, str] = os.environ) -> list
         instances = read_instances(path)
     except ProvidersFileError:
         return []
-    return [environ[i.secret_env] for i in instances if i.secret_env and environ.get(i.secret_env)]
+    values = (environ.get(i.secret_env, "").strip() for i in instances if i.secret_env)
+    return [value for value in values if value]

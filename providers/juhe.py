@@ -16,7 +16,6 @@ skeleton's default meaning.
 
 from __future__ import annotations
 
-import base64
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from providers.common import code_of, distinct_urls, text_of
+from providers.common import code_of, data_uri, distinct_urls, text_of
 from providers.credentials import Credentials
 from providers.errors import (AuthError, BadRequest, ContentRejected, JobNotFound,
                              MalformedResponse, ProviderError, QuotaExceeded, RateLimited,
@@ -195,10 +194,6 @@ def normalize_image_refs(text: str, image_count: int) -> str:
         return f"图{number}" if number <= image_count else match.group(0)
 
     return _IMAGE_REF.sub(replace, text)
-
-
-def data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def data_uri_budget(max_chars: int, mime: str = "image/jpeg") -> int:

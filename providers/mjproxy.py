@@ -18,16 +18,15 @@ but there is no need to ask while it reports).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import httpx
 
 from providers.base import PollPolicy
-from providers.common import text_of
+from providers.common import data_uri, input_image, text_of
 from providers.credentials import Credentials, secret_value
-from providers.errors import BadRequest, JobNotFound, MalformedResponse, ProviderError
+from providers.errors import BadRequest, JobNotFound, MalformedResponse, NotForThisJob, ProviderError
 from providers.http import HeaderAuth, HttpProvider, status_error
 from providers.midjourney import (MIDJOURNEY_PROXY, accepted_task_id, body_code,
                                   checked_task, error_for_code, find_button, mj_prompt,
@@ -44,8 +43,8 @@ BATCH_LIMIT = 50  # ids per list-by-condition; none is documented
 BLEND_RANGE = (2, 5)  # [public] 2-5 images
 
 
-def data_uri(image: InputImage) -> str:
-    return f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+def image_uri(image: InputImage) -> str:
+    return data_uri(image.data, image.mime)
 
 
 def blend_dimensions(params: Any) -> str:
@@ -71,10 +70,10 @@ def action_body(source: SourceResult, capability: Capability, custom_id: str | N
         verbs = (GRID_VERBS[capability],) if grid or capability is Capability.UPSCALE else SINGLE_VARY_VERBS
         found = find_button(buttons, verbs, number)
         if found is None:
-            raise BadRequest(f"the source result has no button for {capability} {number}")
+            raise NotForThisJob(f"the source result has no button for {capability} {number}")
         return "/mj/submit/action", {"taskId": task_id, "customId": found}
     if not grid:
-        raise BadRequest("this proxy offers no actions on a single image")
+        raise NotForThisJob("this proxy offers no actions on a single image")
     return "/mj/submit/change", {"taskId": task_id, "action": CHANGE_ACTIONS[capability], "index": number}
 
 
@@ -108,7 +107,7 @@ def _request(spec: JobSpec) -> tuple[str, dict[str, Any]]:
     match spec.capability:
         case Capability.VARIATION if spec.source is not None and single_without_buttons(spec.source) and spec.images:
             # novicezk offers nothing on an upscaled image: vary it as an image prompt.
-            return "/mj/submit/imagine", {"prompt": mj_prompt(params), "base64Array": [data_uri(spec.images[0])]}
+            return "/mj/submit/imagine", {"prompt": mj_prompt(params), "base64Array": [image_uri(input_image(spec, 0))]}
         case Capability.UPSCALE | Capability.VARIATION if spec.source is not None:
             return action_body(spec.source, spec.capability, spec.source.vendor_data.get("custom_id"))
         case Capability.TXT2IMG if spec.source is not None and spec.source.vendor_data.get("grid"):
@@ -118,18 +117,18 @@ def _request(spec: JobSpec) -> tuple[str, dict[str, Any]]:
         case Capability.IMG2IMG:
             if not spec.images:
                 raise BadRequest("an image prompt needs the image")
-            return "/mj/submit/imagine", {"prompt": mj_prompt(params), "base64Array": [data_uri(i) for i in spec.images]}
+            return "/mj/submit/imagine", {"prompt": mj_prompt(params), "base64Array": [image_uri(i) for i in spec.images]}
         case Capability.DESCRIBE:
-            return "/mj/submit/describe", {"base64": data_uri(spec.images[0])}
+            return "/mj/submit/describe", {"base64": image_uri(input_image(spec, 0))}
         case Capability.BLEND:
             low, high = BLEND_RANGE
             if not low <= len(spec.images) <= high:
                 raise BadRequest(f"blend takes {low}-{high} images, not {len(spec.images)}")
-            return "/mj/submit/blend", {"base64Array": [data_uri(i) for i in spec.images],
+            return "/mj/submit/blend", {"base64Array": [image_uri(i) for i in spec.images],
                                         "dimensions": blend_dimensions(params)}
         case Capability.FACESWAP:
-            face, target = spec.images[0], spec.images[1]
-            return "/mj/insight-face/swap", {"sourceBase64": data_uri(face), "targetBase64": data_uri(target)}
+            face, target = input_image(spec, 0), input_image(spec, 1)
+            return "/mj/insight-face/swap", {"sourceBase64": image_uri(face), "targetBase64": image_uri(target)}
     raise BadRequest(f"mjproxy cannot do {spec.capability}")
 
 

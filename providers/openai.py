@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -33,9 +34,11 @@ from providers.errors import (AuthError, BadRequest, ContentRejected, MalformedR
                               parse_retry_after)
 from providers.http import HeaderAuth, HttpProvider, status_error
 from providers.images import ShrinkError, has_alpha, square_png
-from providers.inprocess import InProcessJobs, JobListener
+from providers.inprocess import ANSWER_WITHIN_SECONDS, InProcessJobs, JobListener
 from providers.types import (Capability, GenerationParams, InputImage, JobSpec, JobState,
                              JobStatus, ResultImage, Submitted)
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- #
 # Models [public: OpenAI API reference, Images]. A model we do not know is a
@@ -233,14 +236,14 @@ def error_from_body(status: int, headers: Mapping[str, str], body: Any) -> Provi
         return QuotaExceeded(message)
     if code in REJECTED_CODES or (kind == "image_generation_user_error" and matches(message, REJECTED_WORDS)):
         return ContentRejected(message)
-    if code in AUTH_CODES or status in (401, 403):
+    if code in AUTH_CODES:
         return AuthError(message)
-    if status == 429 and matches(code, QUOTA_WORDS):
+    if matches(code, QUOTA_WORDS):  # a relay's own quota codes, even on 403 (new-api)
         return QuotaExceeded(message)
+    if status in (401, 403):
+        return AuthError(message)
     if status == 429:
         return RateLimited(message, retry_after=retry_after(headers))
-    if matches(code, QUOTA_WORDS):
-        return QuotaExceeded(message)
     if matches(code, REJECTED_WORDS):
         return ContentRejected(message)
     if status >= 500:
@@ -284,6 +287,7 @@ class OpenAI(HttpProvider):
     image_input = "bytes"
     jobs_in_process: ClassVar[bool] = True
     max_concurrent_jobs: ClassVar[int] = 8  # calls at once; the rest wait in this process
+    answer_within: ClassVar[float] = ANSWER_WITHIN_SECONDS  # what fails sooner fails at submit
 
     def __init__(self, client: httpx.AsyncClient, *, model: str, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
@@ -291,7 +295,7 @@ class OpenAI(HttpProvider):
         self.model = model_for(model)
         self.max_prompt_chars = self.model.max_prompt_chars
         self.typical_seconds = self.model.typical_seconds
-        self.jobs = InProcessJobs(self.max_concurrent_jobs)
+        self.jobs = InProcessJobs(self.max_concurrent_jobs, self.answer_within)
 
     @classmethod
     def options_from(cls, settings: Any) -> dict[str, Any]:
@@ -343,7 +347,11 @@ class OpenAI(HttpProvider):
         states = [r for r in results if isinstance(r, JobState)]
         if not states:
             raise next(r for r in results if isinstance(r, BaseException))
-        return states[0].model_copy(update={"images": [img for s in states for img in s.images]})
+        images = [img for state in states for img in state.images]
+        if len(states) < len(counts):  # say so in the logs: the user gets fewer than asked
+            log.warning("%s: %d of %d calls failed; delivering %d image(s)", self.id,
+                        len(counts) - len(states), len(counts), len(images))
+        return states[0].model_copy(update={"images": images})
 
     async def _one_call(self, spec: JobSpec, n: int) -> JobState:
         model = self.model

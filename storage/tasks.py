@@ -284,6 +284,28 @@ class TaskRepository:
             (not_before, self.clock(), task_id, not_before),
         )
 
+    async def swap_question(self, task_id: int, expect: int | None, value: int | None) -> bool:
+        """Compare-and-set the message that asks the user for a vendor job's
+        text (result_meta "question": 0 while being sent, then its message
+        id; absent when nothing is asked). True when it was ``expect``."""
+        meta = "COALESCE(result_meta, '{}')"
+        changed = await self.db.execute(
+            f"UPDATE tasks SET updated_at = ?, result_meta = CASE WHEN ? IS NULL"
+            f" THEN json_remove({meta}, '$.question') ELSE json_set({meta}, '$.question', ?) END"
+            f" WHERE id = ? AND json_extract({meta}, '$.question') IS ?",
+            (self.clock(), value, value, task_id, expect),
+        )
+        return changed > 0
+
+    async def asking(self, chat_id: int, user_id: int, message_id: int) -> Task | None:
+        """The user's active task whose question is ``message_id``."""
+        row = await self.db.fetchone(
+            "SELECT * FROM tasks WHERE user_id = ? AND chat_id = ? AND status IN ('submitted', 'running')"
+            " AND json_extract(COALESCE(result_meta, '{}'), '$.question') = ?",
+            (user_id, chat_id, message_id),
+        )
+        return Task.from_row(row) if row else None
+
     async def succeed(
         self,
         task_id: int,

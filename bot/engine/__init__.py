@@ -22,20 +22,21 @@ from bot.engine.poller import Poller
 from bot.engine.progress import StatusReporter
 from bot.engine.ratelimit import VendorGate
 from bot.engine.sender import ResultSender
+from bot.engine.timing import retry_delay
 from bot.i18n import t
 from bot.keyboards import CallbackCodec
 from providers.base import Provider
-from providers.errors import JobNotFound, ProviderError
+from providers.errors import ERROR_KINDS, JobNotFound, ProviderError
 from providers.inprocess import JobListener
 from providers.registry import Registry
-from providers.types import JobState
+from providers.types import JobState, JobStatus
 from storage import Store
 from storage.models import AT_VENDOR, Task
 
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 600.0
-MODAL_FLOW = "modal"  # a conversation: the text a vendor job waits for
+LISTENER_RETRY_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)
 STOP_SECONDS = 15.0
 ADMIN_REASONS = {"auth": "it rejected our credentials", "quota": "it says we are out of credit or quota"}
 
@@ -71,14 +72,14 @@ class Engine:
         self.outcomes = Outcomes(
             store.tasks, registry, self.reporter, wake_delivery=self._wake_delivery,
             fetch_preview=lambda url: fetch_preview(http, url, allow_private=allow_private_urls),
-            ask_for_text=self._ask_for_text,
+            ask_for_text=self._ask_for_text, wake_dispatcher=self.wake_dispatcher,
         )
         self.dispatcher = Dispatcher(
             store.tasks, registry, self.outcomes, gate,
             InputResolver(bot, store.media, public_base_url), self._callback_url,
             wake_poller=self._wake_poller, on_vendor_disabled=self._tell_admins,
         )
-        self.poller = Poller(store.tasks, registry, self.outcomes, gate, wake_dispatcher=self.wake_dispatcher)
+        self.poller = Poller(store.tasks, registry, self.outcomes, gate)
         for provider in registry.providers.values():
             provider.listen(self._job_listener(provider))
         self.sender = ResultSender(bot, codec, registry)
@@ -159,38 +160,64 @@ class Engine:
 
     async def _ask_for_text(self, task: Task) -> None:
         """A vendor job waits for text from the user (Midjourney's remix or
-        Custom Zoom): ask once, with a reply field; bot.handlers.modal takes
-        the answer to the vendor."""
-        flows = self.store.flows
-        flow = await flows.current(task.chat_id, task.user_id)
-        if flow is not None and flow.kind == MODAL_FLOW and flow.data.get("task_id") == task.id:
-            return
-        ttl = max(60.0, task.deadline_at - time.time())
-        await flows.start(task.chat_id, task.user_id, MODAL_FLOW, ttl, {"task_id": task.id})
-        prompt = task.params.get("prompt") or ""
+        Custom Zoom): ask once per wait, with a reply field; the reply goes
+        to the vendor (bot.handlers.modal). Claimed on the task first, so a
+        callback and a poll arriving together ask once; a failed send is
+        given back, so the next report asks again."""
+        tasks = self.store.tasks
+        if not await tasks.swap_question(task.id, None, 0):
+            return  # asked already (or being asked)
+        text = t(task.language, "modal_ask", task_id=task.id)
+        if task.in_group:  # the reply field is for the requester alone
+            text = f'<a href="tg://user?id={task.user_id}">👤</a> {text}'
         try:
             asked = await self.bot.send_message(
-                task.chat_id, t(task.language, "modal_ask", task_id=task.id),
-                reply_markup=ForceReply(selective=True, input_field_placeholder=prompt[:64] or None),
+                task.chat_id, text, parse_mode="HTML",
+                reply_markup=ForceReply(selective=task.in_group, input_field_placeholder=(task.params.get("prompt") or "")[:64] or None),
                 reply_parameters=ReplyParameters(task.status_message_id or task.request_message_id or 0,
                                                  allow_sending_without_reply=True),
                 message_thread_id=task.thread_id,
             )
         except TelegramError as exc:
             log.warning("task %s: could not ask for the vendor's text: %s", task.id, exc)
+            await tasks.swap_question(task.id, 0, None)
             return
-        await flows.start(task.chat_id, task.user_id, MODAL_FLOW, ttl,
-                          {"task_id": task.id, "message_id": asked.message_id})
+        await tasks.swap_question(task.id, 0, asked.message_id)
 
     def _job_listener(self, provider: Provider) -> JobListener:
-        async def job_ended(job_id: str, state: JobState) -> None:
+        async def job_ended(job_id: str, state: JobState) -> bool:
             """An in-process call ended: apply it at once, like a callback
-            (the poller would find it too, later)."""
-            task = await self.store.tasks.by_job(provider.id, job_id)
-            if task is not None and task.status in AT_VENDOR:
+            (the poller would find it too, later). True once applied."""
+            task = None
+            for delay in LISTENER_RETRY_DELAYS:  # the dispatcher may not have recorded the job yet
+                await asyncio.sleep(delay)
+                task = await self.store.tasks.by_job(provider.id, job_id)
+                if task is not None:
+                    break
+            if task is None:
+                return False
+            if task.status in AT_VENDOR and not await self._late_failure(task, provider, state):
                 await self.outcomes.apply(task, provider, state, lease_token=None)
+            return True
 
         return job_ended
+
+    async def _late_failure(self, task: Task, provider: Provider, state: JobState) -> bool:
+        """A call that failed after the dispatcher let go of it counts for the
+        vendor's health like a failed submit (bad credentials switch it off
+        and the admins hear of it); where another try can mend it (a 5xx, a
+        timeout, a 429), the task goes back to the dispatcher, which may pick
+        another vendor. True when the task was sent back."""
+        if state.status is not JobStatus.FAILED or not state.error_kind:
+            return False
+        error = ERROR_KINDS.get(state.error_kind, ProviderError)(state.error_detail)
+        change = self.registry.record_failure(provider.id, error)
+        if change is not None:
+            await self._tell_admins(provider.id, error, change)
+        if not error.transient:  # out of credit, refused: the user hears that reason
+            return False
+        delay = retry_delay(1, error.retry_after)
+        return await self.outcomes.run_again(task, provider, f"its call failed ({error.kind})", lease_token=None, delay=delay)
 
     async def on_callback(self, vendor_id: str, token: str, payload: Any) -> dict[str, Any]:
         """Apply a vendor callback. The per-task token authenticates it."""

@@ -40,11 +40,15 @@ def failure_reason(task: Task) -> str:
         )
     if kind == "deadline":
         return t(lang, "fail_deadline", minutes=max(1, round((task.deadline_at - task.created_at) / 60)))
-    key = f"fail_{kind}"
+    return kind_reason(lang, kind)
+
+
+def kind_reason(language: str, kind: str) -> str:
+    """The user's sentence for an error kind (fail_<kind>, else the generic one)."""
     try:
-        return t(lang, key)
+        return t(language, f"fail_{kind}")
     except KeyError:
-        return t(lang, "fail_error")
+        return t(language, "fail_error")
 
 
 def failure_notice(task: Task) -> str:

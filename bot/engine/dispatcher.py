@@ -92,6 +92,9 @@ class Dispatcher(StageLoop):
                     await self.outcomes.fail(task, "bad_input", exc.reason, lease_token=task.lease_token)
                 return
             except ProviderError as exc:
+                if exc.try_elsewhere:  # not a failure of the vendor: the next one may do it
+                    last_error = exc
+                    continue
                 change = self.registry.record_failure(provider.id, exc)
                 if change is not None:
                     await self.on_vendor_disabled(provider.id, exc, change)

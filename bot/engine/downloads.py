@@ -111,7 +111,10 @@ async def fetch_preview(client: httpx.AsyncClient, url: str, *, allow_private: b
         return None
     if checked.mime in ("image/jpeg", "image/png"):
         return checked.data
-    with Image.open(io.BytesIO(checked.data)) as image:  # webp, gif: as a still JPEG
-        out = io.BytesIO()
-        image.convert("RGB").save(out, format="JPEG", quality=85)
+    try:
+        with Image.open(io.BytesIO(checked.data)) as image:  # webp, gif: as a still JPEG
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="JPEG", quality=85)
+    except (OSError, ValueError):  # verify() passed, decoding did not (truncated)
+        return None
     return out.getvalue()

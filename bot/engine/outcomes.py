@@ -18,6 +18,9 @@ from storage.tasks import NewImage, TaskRepository
 
 log = logging.getLogger(__name__)
 
+# A task whose in-process call was lost (or failed late) is run again this often.
+MAX_RERUNS = 1
+
 
 class Outcomes:
     def __init__(
@@ -28,6 +31,7 @@ class Outcomes:
         wake_delivery: Callable[[], None],
         fetch_preview: Callable[[str], Awaitable[bytes | None]] | None = None,
         ask_for_text: Callable[[Task], Awaitable[None]] | None = None,
+        wake_dispatcher: Callable[[], None] = lambda: None,
     ) -> None:
         self.tasks = tasks
         self.registry = registry
@@ -35,6 +39,7 @@ class Outcomes:
         self.wake_delivery = wake_delivery
         self.fetch_preview = fetch_preview
         self.ask_for_text = ask_for_text
+        self.wake_dispatcher = wake_dispatcher
         # The preview URL each running task showed last: each picture is fetched once.
         self._previews: dict[int, str] = {}
 
@@ -70,6 +75,25 @@ class Outcomes:
             self.reporter.forget(task.id)
             self.wake_delivery()
         return failed
+
+    async def run_again(
+        self, task: Task, provider: Provider, why: str, *, lease_token: str | None, delay: float = 0.0
+    ) -> bool:
+        """Send a task back to the dispatcher, once (``reruns``): its call
+        ran in this process and was lost in a restart, or failed late in a
+        way another try (maybe at another vendor) can mend. False when it
+        has had its second chance already."""
+        if task.reruns >= MAX_RERUNS:
+            return False
+        requeued = await self.tasks.transition(
+            task.id, AT_VENDOR, TaskStatus.QUEUED, lease_token=lease_token,
+            next_run_at=time.time() + delay, provider_job_id=None, reruns=task.reruns + 1,
+            attempts=0, polls=0, progress=None,
+        )
+        if requeued is not None:
+            log.info("task %s: %s at %s; running it again", task.id, why, provider.id)
+            self.wake_dispatcher()
+        return requeued is not None
 
     async def apply(self, task: Task, provider: Provider, state: JobState, lease_token: str | None) -> None:
         """Record a vendor state. ``lease_token`` is the poller's lease; a

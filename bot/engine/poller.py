@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 from bot.engine.loop import StageLoop
 from bot.engine.outcomes import Outcomes
@@ -18,7 +17,7 @@ from providers.base import Provider
 from providers.errors import JobNotFound, ProviderError
 from providers.registry import Registry
 from providers.types import JobState
-from storage.models import AT_VENDOR, Task, TaskStatus
+from storage.models import AT_VENDOR, Task
 from storage.tasks import TaskRepository
 
 log = logging.getLogger(__name__)
@@ -26,23 +25,17 @@ log = logging.getLogger(__name__)
 # Consecutive transient poll errors tolerated before the task fails (each
 # retry waits longer; the task deadline still applies).
 MAX_POLL_ERRORS = 12
-# A task whose in-process call was lost in a restart is run again this often.
-MAX_RERUNS = 1
 
 
 class Poller(StageLoop):
     name = "poller"
     statuses = AT_VENDOR
 
-    def __init__(
-        self, tasks: TaskRepository, registry: Registry, outcomes: Outcomes, gate: VendorGate,
-        wake_dispatcher: Callable[[], None] = lambda: None,
-    ) -> None:
+    def __init__(self, tasks: TaskRepository, registry: Registry, outcomes: Outcomes, gate: VendorGate) -> None:
         super().__init__(tasks)
         self.registry = registry
         self.outcomes = outcomes
         self.gate = gate
-        self.wake_dispatcher = wake_dispatcher
 
     async def on_unexpected_error(self, task: Task, attempts: int) -> None:
         await self.outcomes.fail(task, "error", "poller kept crashing", lease_token=task.lease_token, expect=AT_VENDOR)
@@ -121,16 +114,8 @@ class Poller(StageLoop):
         """The call was ours and died with the process that made it (the
         vendor may still have made, and billed, the image, but nobody can
         fetch it). Run the task again, once; a second loss fails it."""
-        if task.reruns >= MAX_RERUNS:
+        if not await self.outcomes.run_again(task, provider, "its call was lost in a restart", lease_token=task.lease_token):
             await self.outcomes.fail(
                 task, "interrupted", "the call was lost in a restart again",
                 lease_token=task.lease_token, expect=AT_VENDOR,
             )
-            return
-        requeued = await self.tasks.transition(
-            task.id, AT_VENDOR, TaskStatus.QUEUED, lease_token=task.lease_token,
-            provider_job_id=None, reruns=task.reruns + 1, attempts=0, polls=0, progress=None,
-        )
-        if requeued is not None:
-            log.info("task %s: its call to %s was lost in a restart; running it again", task.id, provider.id)
-            self.wake_dispatcher()

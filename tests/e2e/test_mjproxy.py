@@ -75,15 +75,20 @@ async def test_trueai_grid_u2_then_vary_subtle_from_the_proxys_own_buttons(tmp_p
 
 async def test_novicezk_grid_u3_goes_through_change(tmp_path: Path, telegram: FakeTelegram) -> None:
     fake = FakeMjProxy(flavour="novicezk", api_secret=SECRET, run_seconds=0.2)
-    async with mj_bot(tmp_path, telegram, fake) as bot:
+    async with mj_bot(tmp_path, telegram, fake, sandbox_enabled=True) as bot:
         grid = await imagine(telegram, "/imagine a quiet harbour")
         telegram.press_button(CHAT, USER, grid.message_id, text="U3")
         upscaled = await result_after(telegram, CHAT, grid.message_id, timeout=20)
         telegram.press_button(CHAT, USER, grid.message_id, text="🔄")
-        await result_after(telegram, CHAT, upscaled.message_id, timeout=20)
+        rerolled = await result_after(telegram, CHAT, upscaled.message_id, timeout=20)
+        # novicezk offers nothing on an upscaled image: its ⬆️ goes to a vendor that can.
+        telegram.press_button(CHAT, USER, upscaled.message_id, text="⬆️ Upscale")
+        await result_after(telegram, CHAT, rerolled.message_id, timeout=20)
         tasks = await settled(bot, USER)
     await fake.aclose()
-    assert sorted(t.status.value for t in tasks) == ["delivered"] * 3
+    assert sorted((t.kind, t.provider, t.status.value) for t in tasks) == [
+        ("txt2img", "mjproxy", "delivered"), ("txt2img", "mjproxy", "delivered"),
+        ("upscale", "mjproxy", "delivered"), ("upscale", "sandbox", "delivered")]
     changes = [(c.body["action"], c.body["index"]) for c in fake.api_requests("/mj/submit/change")]
     assert changes == [("UPSCALE", 3), ("REROLL", 1)]
     assert len(fake.api_requests("imagine")) == 1  # the reroll is Midjourney's, not a new imagine

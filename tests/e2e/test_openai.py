@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from bot.app import Drawbridge
+from providers import inprocess
+from providers.openai import OpenAI
 from tests.e2e.conftest import make_settings, running_bot
 from tests.e2e.helpers import photos, png, result_after, settled
 from tests.fakes.openai import FakeOpenAI
@@ -172,8 +174,9 @@ async def test_a_long_call_does_not_hold_the_dispatcher(tmp_path: Path, telegram
 
 
 async def test_a_restart_mid_call_runs_the_task_again_and_delivers_once(
-    tmp_path: Path, telegram: FakeTelegram
+    tmp_path: Path, telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(inprocess, "STOP_GRACE_SECONDS", 0.2)  # the held call will not end by itself
     fake = FakeOpenAI(api_key=KEY)
     fake.hold()
     async with serve(fake.app) as url:
@@ -225,3 +228,26 @@ async def test_providers_file_instances_are_vendors_of_their_own(
     assert [c.body["model"] for c in relay_b.api_requests("/images/generations")] == ["seedream-3.0"] * 2
     assert [c.headers["authorization"] for c in relay_b.api_requests()] == ["Bearer key-b"] * 2
     assert len(relay_a.api_requests("/images/generations")) == 1  # the one that failed
+
+
+async def test_a_late_5xx_runs_the_task_again_and_a_late_quota_error_switches_the_vendor_off(
+    tmp_path: Path, telegram: FakeTelegram, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every answer comes "late": after the dispatcher has let go of the call.
+    monkeypatch.setattr(OpenAI, "answer_within", 0.0)
+    fake = FakeOpenAI(api_key=KEY)
+    fake.fail_next("server_error")
+    async with openai_bot(tmp_path, telegram, fake) as bot:
+        await imagine(telegram, "/imagine a weather vane")
+        [mended] = await settled(bot, USER)
+        fake.fail_next("insufficient_quota")
+        ask = telegram.user_message(CHAT, USER, "/imagine a rain gauge")
+        await telegram.wait_for_message(CHAT, lambda m: "out of credit" in (m.text or ""), after_message_id=ask["message_id"])
+        tasks = await settled(bot, USER)
+        health = bot.engine.registry.describe_health("openai")
+    await fake.aclose()
+    assert (mended.status.value, mended.reruns) == ("delivered", 1)
+    assert len(fake.api_requests("/images/generations")) == 3
+    assert [t.error_kind for t in tasks if t.status.value == "failed"] == ["quota"]
+    assert health.startswith("disabled")
+    assert any("Vendor openai is disabled" in (m.text or "") for m in telegram.bot_messages(USER))

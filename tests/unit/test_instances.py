@@ -91,3 +91,22 @@ async def test_the_registry_refuses_unknown_kinds_and_taken_ids(tmp_path: Path) 
         taken = write(tmp_path, ENTRY.replace('id = "relay-a"', 'id = "juhe"'))
         with pytest.raises(ProvidersFileError, match="that id is a vendor's own"):
             Registry.from_settings(settings(providers_file=str(taken)), client)
+
+
+async def test_an_instance_on_another_host_never_gets_the_kinds_own_key(tmp_path: Path) -> None:
+    text = ENTRY.replace('secret_env = "RELAY_A_KEY"\n', "")
+    [instance] = read_instances(write(tmp_path, text))
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(ProvidersFileError, match="has no credentials: give secret_env"):
+            build_instance(instance, OpenAI, settings(openai_api_key="sk-the-operators-openai-key"), client)
+        # Same host as the kind (no base_url): its own key is the instance's too.
+        same = Instance(id="gpt", kind="openai", model="dall-e-3")
+        adapter = build_instance(same, OpenAI, settings(openai_api_key="sk-own"), client)
+        assert adapter.base_url == "https://api.openai.com/v1"
+
+
+def test_log_redaction_gets_the_secrets_as_they_are_used(tmp_path: Path) -> None:
+    from providers.instances import instance_secrets
+
+    path = write(tmp_path, ENTRY)
+    assert instance_secrets(str(path), {"RELAY_A_KEY": "  relay-secret\n"}) == ["relay-secret"]

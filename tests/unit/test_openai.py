@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from providers import openai as o
-from providers.errors import (AuthError, BadRequest, ContentRejected, MalformedResponse,
+from providers.errors import (AuthError, BadRequest, ContentRejected, JobNotFound, MalformedResponse,
                               QuotaExceeded, RateLimited, Unavailable)
 from providers.inprocess import InProcessJobs
 from providers.types import Capability, GenerationParams, JobState, JobStatus
@@ -130,6 +130,8 @@ def envelope(code: str | None, kind: str = "invalid_request_error", message: str
         (400, envelope("content_policy_violation", "image_generation_user_error"), {}, ContentRejected, None),
         (400, envelope("moderation_blocked", "image_generation_user_error"), {}, ContentRejected, None),
         (400, envelope("insufficient_user_quota", "new_api_error"), {}, QuotaExceeded, None),  # a relay's code
+        (403, envelope("pre_consume_token_quota_failed", "new_api_error"), {}, QuotaExceeded, None),  # new-api on 403
+        (403, envelope(None, "new_api_error", "forbidden"), {}, AuthError, None),
         (400, envelope(None, message="Invalid size"), {}, BadRequest, None),
         (500, envelope(None, "server_error"), {}, Unavailable, None),
         (502, None, {}, Unavailable, None),  # a proxy's HTML page
@@ -148,8 +150,9 @@ async def test_a_quick_call_answers_at_submit_and_a_slow_one_in_the_background()
     jobs = InProcessJobs(concurrency=2, answer_within=0.05)
     ended: list[tuple[str, JobState]] = []
 
-    async def listener(job_id: str, state: JobState) -> None:
+    async def listener(job_id: str, state: JobState) -> bool:
         ended.append((job_id, state))
+        return False
 
     jobs.listener = listener
     done = JobState(status=JobStatus.SUCCEEDED)
@@ -195,9 +198,44 @@ async def test_an_unknown_call_is_not_found_and_shutdown_cancels_running_ones() 
     with pytest.raises(JobNotFound):
         jobs.state("lost-in-restart")
     assert await jobs.start("long", lambda: asyncio.sleep(30, JobState(status=JobStatus.SUCCEEDED))) is None
-    await jobs.aclose()
+    await jobs.aclose(grace=0.05)
     with pytest.raises(JobNotFound):
         jobs.state("long")
+
+
+async def test_shutdown_lets_a_call_that_is_nearly_done_finish_and_be_applied() -> None:
+    jobs = InProcessJobs(concurrency=1, answer_within=0.01)
+    applied: list[str] = []
+
+    async def listener(job_id: str, state: JobState) -> bool:
+        applied.append(job_id)
+        return True
+
+    jobs.listener = listener
+    assert await jobs.start("nearly", lambda: asyncio.sleep(0.1, JobState(status=JobStatus.SUCCEEDED))) is None
+    await jobs.aclose(grace=2.0)
+    assert applied == ["nearly"]
+    with pytest.raises(JobNotFound):  # applied, so not kept in memory
+        jobs.state("nearly")
+
+
+async def test_a_submit_abandoned_mid_wait_still_reports_the_end() -> None:
+    jobs = InProcessJobs(concurrency=1, answer_within=5.0)
+    ended: list[JobState] = []
+
+    async def listener(job_id: str, state: JobState) -> bool:
+        ended.append(state)
+        return False  # not applied (yet): the state stays for the poller
+
+    jobs.listener = listener
+    submit = asyncio.ensure_future(jobs.start("x", lambda: asyncio.sleep(0.1, JobState(status=JobStatus.SUCCEEDED))))
+    await asyncio.sleep(0.02)
+    submit.cancel()  # e.g. the stage's own time limit
+    with pytest.raises(asyncio.CancelledError):
+        await submit
+    await asyncio.sleep(0.2)
+    assert [s.status for s in ended] == [JobStatus.SUCCEEDED]
+    assert jobs.state("x").status is JobStatus.SUCCEEDED
 
 
 # ---- the HTTP boundary -----------------------------------------------------------

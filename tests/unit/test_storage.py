@@ -508,6 +508,19 @@ async def test_postpone_leaves_a_leased_task_alone(store: Store, clock: Clock) -
     assert (fresh.lease_token, fresh.next_run_at) == (leased.lease_token, T0 + 120)
 
 
+async def test_a_question_is_claimed_once_and_found_by_its_message(store: Store) -> None:
+    task = await running_task(store)
+    assert await store.tasks.swap_question(task.id, None, 0)  # being asked
+    assert not await store.tasks.swap_question(task.id, None, 0)  # a second report asks nothing
+    assert await store.tasks.swap_question(task.id, 0, 777)
+    found = await store.tasks.asking(task.chat_id, task.user_id, 777)
+    assert found is not None and found.id == task.id and found.result_meta == {"question": 777}
+    assert await store.tasks.asking(task.chat_id, task.user_id + 1, 777) is None  # someone else's reply
+    assert await store.tasks.swap_question(task.id, 777, None)  # answered
+    assert not await store.tasks.swap_question(task.id, 777, None)  # answered twice: once only
+    assert (await store.tasks.get(task.id)).result_meta == {}
+
+
 async def test_update_sets_bookkeeping(store: Store) -> None:
     task = await store.tasks.create(new_task())
     await store.tasks.update(task.id, status_message_id=555, progress=0.5)
