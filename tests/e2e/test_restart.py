@@ -89,3 +89,59 @@ async def test_sigkill_while_running_at_vendor_then_restart_delivers_once(
         assert db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall() == [("delivered", 1)]
     log = (tmp_path / "bot.log").read_text()
     assert TOKEN not in log and TOKEN.split(":")[1] not in log
+
+
+async def test_sigkill_mid_openai_call_runs_it_again_once_and_delivers_once(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """An OpenAI call is the bot's own: killed with the process. After the
+    restart the task runs again (the vendor sees a second call) and the user
+    gets one result."""
+    from tests.fakes.openai import FakeOpenAI
+
+    vendor = FakeOpenAI(api_key="sk-restart-test-key")
+    vendor.hold()  # the first call never answers before the kill
+    database = tmp_path / "drawbridge.db"
+    async with serve(vendor.app) as vendor_url:
+        env = {
+            "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO),
+            "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": telegram.url,
+            "DATABASE_URL": f"sqlite:///{database}", "HTTP_PORT": str(free_port()),
+            "OPENAI_API_KEY": vendor.api_key, "OPENAI_BASE_URL": f"{vendor_url}/v1",
+            "ALLOW_PRIVATE_URLS": "true",
+        }
+        bot = await start_bot(env, tmp_path)
+        try:
+            await telegram.wait_for(lambda: telegram.calls("getUpdates"), timeout=20)
+            telegram.user_message(CHAT, USER, "/imagine a brass compass")
+            await vendor.wait_started(1, timeout=20)
+
+            def submitted() -> bool:  # the dispatcher has let go: the call runs in the background
+                with sqlite3.connect(database) as db:
+                    return db.execute("SELECT status FROM tasks").fetchall() == [("submitted",)]
+
+            for _ in range(400):  # the database, not Telegram, says when
+                if submitted():
+                    break
+                await asyncio.sleep(0.05)
+            assert submitted()
+            bot.send_signal(signal.SIGKILL)
+            assert await bot.wait() == -signal.SIGKILL
+            vendor.release()  # the lost call ends at the vendor; nobody hears it
+
+            bot = await start_bot(env, tmp_path)
+            photo = await telegram.wait_for_message(CHAT, lambda m: bool(m.photo and m.inline_markup), timeout=30)
+            assert "a brass compass" in photo.caption
+            await asyncio.sleep(2.0)  # a duplicate would show up by now
+        finally:
+            if bot.returncode is None:
+                bot.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(bot.wait(), timeout=20)
+            await vendor.aclose()
+    assert bot.returncode == 0, (tmp_path / "bot.log").read_text()[-2000:]
+    assert len(result_photos(telegram)) == 1
+    assert len(vendor.api_requests("/images/generations")) == 2
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT status, reruns FROM tasks").fetchall() == [("delivered", 1)]
+    log = (tmp_path / "bot.log").read_text()
+    assert vendor.api_key not in log and TOKEN.split(":")[1] not in log
