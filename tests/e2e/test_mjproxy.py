@@ -189,3 +189,20 @@ async def test_a_restart_while_the_proxy_works_delivers_once(tmp_path: Path, tel
     assert len(fake.api_requests("imagine")) == 1
     results = [m for m in telegram.bot_messages(CHAT) if m.reply_markup and m.photo]
     assert len(results) == 1
+
+
+async def test_a_task_cancelled_at_the_proxy_is_told_as_such(tmp_path: Path, telegram: FakeTelegram) -> None:
+    fake = FakeMjProxy(flavour="trueai", api_secret=SECRET, run_seconds=30.0)
+    async with mj_bot(tmp_path, telegram, fake) as bot:
+        ask = telegram.user_message(CHAT, USER, "/imagine a slow glacier")
+        for _ in range(300):
+            if fake.tasks:
+                break
+            await asyncio.sleep(0.01)
+        [task_id] = list(fake.tasks)
+        fake.cancel(task_id)  # e.g. the operator cancelled it in the proxy; its notifyHook says so
+        await telegram.wait_for_message(CHAT, lambda m: "cancelled at the vendor" in (m.text or ""),
+                                        after_message_id=ask["message_id"], timeout=20)
+        tasks = await settled(bot, USER)
+    await fake.aclose()
+    assert [(t.status.value, t.error_kind) for t in tasks] == [("failed", "cancelled_at_vendor")]

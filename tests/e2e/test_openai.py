@@ -251,3 +251,16 @@ async def test_a_late_5xx_runs_the_task_again_and_a_late_quota_error_switches_th
     assert [t.error_kind for t in tasks if t.status.value == "failed"] == ["quota"]
     assert health.startswith("disabled")
     assert any("Vendor openai is disabled" in (m.text or "") for m in telegram.bot_messages(USER))
+
+
+async def test_an_album_edit_sends_every_photo_to_gpt_image(tmp_path: Path, telegram: FakeTelegram) -> None:
+    fake = FakeOpenAI(api_key=KEY)
+    async with openai_bot(tmp_path, telegram, fake) as bot:
+        first = telegram.user_message(CHAT, USER, photo=png(300, 300), caption="put the cat on the sofa", media_group_id="a-1")
+        telegram.user_message(CHAT, USER, photo=png(300, 300, (20, 90, 200)), media_group_id="a-1")
+        await result_after(telegram, CHAT, first["message_id"], timeout=20)
+        tasks = await settled(bot, USER)
+    await fake.aclose()
+    assert [t.status.value for t in tasks] == ["delivered"]
+    [call] = fake.api_requests("/images/edits")
+    assert len(call.body["image[]"]) == 2 and call.body["prompt"] == "put the cat on the sofa"

@@ -110,3 +110,18 @@ def test_log_redaction_gets_the_secrets_as_they_are_used(tmp_path: Path) -> None
 
     path = write(tmp_path, ENTRY)
     assert instance_secrets(str(path), {"RELAY_A_KEY": "  relay-secret\n"}) == ["relay-secret"]
+
+
+async def test_a_second_midjourney_proxy_with_its_own_secret() -> None:
+    from providers.mjproxy import MjProxy
+
+    instance = Instance(id="mj-backup", kind="mjproxy", base_url="http://10.0.0.5:8080", secret_env="MJ_B")
+    async with httpx.AsyncClient() as client:
+        adapter = build_instance(instance, MjProxy, settings(mj_proxy_base_url="", mj_proxy_api_secret=None),
+                                 client, environ={"MJ_B": "backup-secret"})
+        # Without secret_env on another host, the main proxy's secret stays home.
+        bare = build_instance(Instance(id="mj-open", kind="mjproxy", base_url="http://10.0.0.6:8080"), MjProxy,
+                              settings(mj_proxy_base_url="http://main:8080", mj_proxy_api_secret="main-secret"), client)
+    assert (adapter.id, adapter.base_url, adapter.secret("mj_proxy_api_secret")) == (
+        "mj-backup", "http://10.0.0.5:8080", "backup-secret")
+    assert bare.auth is None
