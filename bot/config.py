@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # A midjourney-proxy: set = enabled; the secret only if the proxy has one.
     mj_proxy_base_url: str = ""
     mj_proxy_api_secret: SecretStr | None = None
+    # An AUTOMATIC1111 / Forge webui with --api: set = enabled; user:pass for --api-auth.
+    a1111_base_url: str = ""
+    a1111_auth: SecretStr | None = None
     sandbox_enabled: bool = False
     # Not part of the operator contract: how long a sandbox job pretends to take.
     sandbox_job_seconds: float = Field(default=4.0, ge=0.0, le=600.0)
@@ -94,6 +97,7 @@ class Settings(BaseSettings):
         "aihuihua_base_url",
         "openai_base_url",
         "mj_proxy_base_url",
+        "a1111_base_url",
     )
     @classmethod
     def _http_url(cls, value: str) -> str:

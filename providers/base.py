@@ -127,6 +127,11 @@ class Provider(ABC):
 
     callback_answer: ClassVar[dict[str, Any]] = {"ok": True}
 
+    async def cancel(self, job_id: str) -> bool:
+        """Stop the job at the vendor, where the vendor can (the task is
+        cancelled locally first either way); True when it was stopped."""
+        return False
+
     async def answer_modal(self, job_id: str, text: str) -> None:
         """Give a job that waits for the user's text (JobState.vendor_data
         "modal": midjourney-proxy's MODAL) that text."""

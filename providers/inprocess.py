@@ -44,6 +44,7 @@ class _Job:
     started_at: float
     state: JobState | None = None
     finished_at: float = 0.0
+    running: bool = False  # has its slot: the call is at the vendor (else it waits here)
 
 
 def failed_state(error: ProviderError) -> JobState:
@@ -69,7 +70,7 @@ class InProcessJobs:
         self._sweep()
         if job_id in self._jobs and self._jobs[job_id].state is None:
             return None  # the same job again (a resubmit after a crash): it is running
-        job = _Job(asyncio.create_task(self._run(call), name=f"call-{job_id[:16]}"), time.monotonic())
+        job = _Job(asyncio.create_task(self._run(job_id, call), name=f"call-{job_id[:16]}"), time.monotonic())
         self._jobs[job_id] = job
         try:
             done, _ = await asyncio.wait({job.task}, timeout=self.answer_within)
@@ -108,9 +109,35 @@ class InProcessJobs:
         if self._notifying:
             await asyncio.wait(set(self._notifying), timeout=grace)
 
-    async def _run(self, call: Callable[[], Awaitable[JobState]]) -> JobState:
+    async def _run(self, job_id: str, call: Callable[[], Awaitable[JobState]]) -> JobState:
         async with self._slots:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.running = True
             return await call()
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop a call that has not ended: one waiting for its slot never
+        reaches the vendor; a running one has its connection closed (the
+        vendor may finish it anyway). True when there was one to stop."""
+        job = self._jobs.pop(job_id, None)
+        if job is None or job.state is not None:
+            return False
+        job.task.cancel()
+        return True
+
+    def running(self, job_id: str) -> bool:
+        job = self._jobs.get(job_id)
+        return job is not None and job.running and job.state is None
+
+    def waiting_position(self, job_id: str) -> int | None:
+        """1 for the next call to get a slot, 2 after it, ...; None when the
+        call is not waiting here (running, finished or unknown)."""
+        waiting = sorted((job.started_at, key) for key, job in self._jobs.items() if not job.running and job.state is None)
+        for position, (_, key) in enumerate(waiting, 1):
+            if key == job_id:
+                return position
+        return None
 
     def _finished(self, job_id: str, finished: asyncio.Task[JobState]) -> None:
         if finished.cancelled():

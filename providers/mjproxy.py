@@ -233,6 +233,14 @@ class MjProxy(HttpProvider):
         )
         return {job_id: answers.get(job_id) or JobNotFound("not in the proxy's answer") for job_id in job_ids}
 
+    async def cancel(self, job_id: str) -> bool:
+        """trueai has POST /mj/task/{id}/cancel; novicezk has none (404)."""
+        try:
+            await self.call("cancel", lambda body: None, path=f"/mj/task/{job_id}/cancel", payload={})
+        except ProviderError:
+            return False
+        return True
+
     def parse_callback(self, payload: Mapping[str, Any], job_id: str) -> JobState:
         task = checked_task(payload)
         if text_of(task.get("id")) != job_id:

@@ -339,6 +339,9 @@ class OpenAI(HttpProvider):
     async def poll(self, job_id: str) -> JobState:
         return self.jobs.state(job_id)
 
+    async def cancel(self, job_id: str) -> bool:
+        return self.jobs.cancel(job_id)  # OpenAI has no cancel: the connection is closed
+
     async def _make(self, spec: JobSpec) -> JobState:
         """All the calls of one job; images from the calls that worked (a
         partial result is better than paying for images nobody sees)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import logging
 import time
 
 from telegram import Update
@@ -17,7 +18,10 @@ from bot.engine.progress import short_prompt
 from bot.handlers.common import Requester, reply, requester
 from bot.i18n import t
 from bot.services import Services, services
-from storage.models import ACTIVE_STATUSES, Task, TaskStatus
+from providers.errors import ProviderError
+from storage.models import ACTIVE_STATUSES, AT_VENDOR, Task, TaskStatus
+
+log = logging.getLogger(__name__)
 
 RECENT = 10
 ICONS = {
@@ -107,6 +111,19 @@ async def show_task(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         )
 
 
+async def stop_at_vendor(svc: Services, task: Task) -> None:
+    provider = svc.registry.get(task.provider or "")
+    if provider is None or task.provider_job_id is None or task.status not in AT_VENDOR:
+        return
+    try:
+        stopped = await provider.cancel(task.provider_job_id)
+    except ProviderError as exc:
+        log.info("task %s: %s could not stop it: %s", task.id, provider.id, exc.kind)
+        return
+    if stopped:
+        log.info("task %s: stopped at %s", task.id, provider.id)
+
+
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     svc = services(context)
     message = update.effective_message
@@ -130,8 +147,9 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         status = t(who.language, f"st_{task.status.value}")
         await reply(message, t(who.language, "task_cannot_cancel", task_id=task.id, status=status))
         return
-    # None of today's vendors can cancel a job: it runs on at the vendor
+    # Where the vendor can stop the job, it is stopped; elsewhere it runs on
     # and its result is dropped (the task is no longer active).
+    await stop_at_vendor(svc, task)
     svc.engine.reporter.forget(task.id)
     done = t(who.language, "task_cancelled", task_id=task.id)
     if task.status_message_id is not None:
