@@ -19,6 +19,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -41,7 +43,7 @@ DEFAULT_CFG = 7.0
 EDIT_STRENGTH = 0.6  # img2img: how much of the photo may change
 UPSCALER = "R-ESRGAN 4x+"  # ships with the webui
 UPSCALE_FACTOR = 2
-PROGRESS_TIMEOUT = httpx.Timeout(5.0)
+MODELS_CACHE_SECONDS = 60.0
 
 
 def fitted(width: int, height: int, long_side: int = LONG_SIDE) -> tuple[int, int]:
@@ -121,10 +123,37 @@ def read_generation(body: Mapping[str, Any]) -> JobState:
     return JobState(status=JobStatus.SUCCEEDED, progress=1.0, images=results)
 
 
+def read_models(body: Any) -> list[str]:
+    if not isinstance(body, list):
+        raise MalformedResponse("sd-models is not a list")
+    return [text_of(m.get("title")) for m in body if isinstance(m, Mapping) and m.get("title")]
+
+
 def read_upscale(body: Mapping[str, Any]) -> JobState:
     if not body.get("image"):
         raise MalformedResponse("no image in the answer")
     return JobState(status=JobStatus.SUCCEEDED, progress=1.0, images=[ResultImage(data=decoded(body["image"]))])
+
+
+QUEUE_TEXT = re.compile(r"In queue: (\d+)/\d+")
+
+
+def read_task_progress(body: Mapping[str, Any]) -> JobState:
+    """``/internal/progress`` for our task id: running (with progress, ETA
+    and the live picture), or waiting inside the server behind someone
+    else's job (its place from "In queue: k/n")."""
+    if body.get("active"):
+        progress, eta, preview = body.get("progress"), body.get("eta"), body.get("live_preview")
+        return JobState(
+            status=JobStatus.RUNNING,
+            progress=float(progress) if isinstance(progress, int | float) and 0 < progress <= 1 else None,
+            eta_seconds=float(eta) if isinstance(eta, int | float) and eta > 0 else None,
+            preview=decoded(preview) if preview else None,
+        )
+    if body.get("queued"):
+        match = QUEUE_TEXT.search(text_of(body.get("textinfo")))
+        return JobState(status=JobStatus.QUEUED, queue_position=int(match[1]) if match else None)
+    return JobState(status=JobStatus.RUNNING)  # about to start, or answering now
 
 
 def read_progress(body: Mapping[str, Any]) -> JobState:
@@ -179,6 +208,9 @@ class A1111(HttpProvider):
     def __init__(self, client: httpx.AsyncClient, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         self.jobs = InProcessJobs(concurrency=1)  # the server's own one-at-a-time, made visible
+        self.task_progress = True  # /internal/progress (webui ≥ 1.6, Forge) until it says 404
+        self._models: list[str] = []
+        self._models_at = -MODELS_CACHE_SECONDS
 
     @classmethod
     def from_settings(cls, settings: Any, client: httpx.AsyncClient) -> A1111 | None:
@@ -221,8 +253,21 @@ class A1111(HttpProvider):
                 endpoint, body, read = "/sdapi/v1/extra-single-image", upscale_body(spec), read_upscale
             case _:
                 raise BadRequest(f"a1111 cannot do {spec.capability}")
+        if read is read_generation:  # so /internal/progress can tell our job from others'
+            body["force_task_id"] = spec.business_id
         state = await self.jobs.start(spec.business_id, lambda: self.call(endpoint, read, payload=body))
         return Submitted(job_id=spec.business_id, eta_seconds=self.typical_seconds, state=state)
+
+    async def models(self) -> list[str]:
+        """The checkpoints the webui has (their titles are what --model takes)."""
+        now = time.monotonic()
+        if now - self._models_at > MODELS_CACHE_SECONDS:
+            try:
+                self._models = await self.call("/sdapi/v1/sd-models", read_models, method="GET", allow_list=True)
+            except ProviderError:
+                return self._models
+            self._models_at = now
+        return self._models
 
     async def cancel(self, job_id: str) -> bool:
         """A waiting call never reaches the server; the running one is
@@ -239,10 +284,19 @@ class A1111(HttpProvider):
             return JobState(status=JobStatus.QUEUED, queue_position=position)
         if not self.jobs.running(job_id):
             return self.jobs.state(job_id)  # finished, or JobNotFound after a restart
-        try:  # the server's one running job is ours (we send one at a time)
-            return await self.call(
+        try:
+            if self.task_progress:  # by our task id: someone else's job is never shown as ours
+                return await self.call(
+                    "/internal/progress", read_task_progress,
+                    payload={"id_task": job_id, "id_live_preview": -1, "live_preview": True},
+                )
+            return await self.call(  # older webui: the running job, ours while we send one at a time
                 "/sdapi/v1/progress", read_progress, method="GET",
                 path="/sdapi/v1/progress?skip_current_image=false",
             )
+        except Unavailable as exc:
+            if self.task_progress and exc.vendor_message.startswith("HTTP 404"):
+                self.task_progress = False  # no /internal/progress here: ask the other way next time
+            return JobState(status=JobStatus.RUNNING)
         except ProviderError:
             return JobState(status=JobStatus.RUNNING)  # progress is a nicety; the call goes on

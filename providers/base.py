@@ -127,6 +127,11 @@ class Provider(ABC):
 
     callback_answer: ClassVar[dict[str, Any]] = {"ok": True}
 
+    async def models(self) -> list[str]:
+        """The models a user can name with --model, where the vendor lists
+        them (a local engine's checkpoints); [] where it does not."""
+        return []
+
     async def cancel(self, job_id: str) -> bool:
         """Stop the job at the vendor, where the vendor can (the task is
         cancelled locally first either way); True when it was stopped."""

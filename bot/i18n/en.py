@@ -134,6 +134,7 @@ MESSAGES: dict[str, str] = {
     "policy_admins": "admins",
     "providers_header": "<b>Vendors</b>",
     "providers_default": " (default)",
+    "provider_models": "   models (--model): {models}",
     "provider_line": "• <b>{vendor}</b>{default} — {title}\n   {capabilities} · {health}",
     "providers_no_public_url": "<i>PUBLIC_BASE_URL is not set: vendors that fetch images by URL or send callbacks are limited.</i>",
     "cmd_edit": "Edit a photo (reply to it)",

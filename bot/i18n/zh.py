@@ -124,6 +124,7 @@ MESSAGES: dict[str, str] = {
     "policy_admins": "管理员",
     "providers_header": "<b>服务商</b>",
     "providers_default": "（默认）",
+    "provider_models": "   模型（--model）：{models}",
     "provider_line": "• <b>{vendor}</b>{default} — {title}\n   {capabilities} · {health}",
     "providers_no_public_url": "<i>未设置 PUBLIC_BASE_URL：需要通过 URL 获取图片或发送回调的服务商功能受限。</i>",
     "cmd_edit": "编辑照片（回复照片）",

@@ -114,3 +114,13 @@ async def test_a_restart_mid_job_runs_it_again_and_delivers_once(
     assert [(t.status.value, t.reruns) for t in tasks] == [("delivered", 1)]
     assert len([m for m in telegram.bot_messages(CHAT) if m.photo and m.reply_markup]) == 1
     assert len(fake.jobs) == 2
+
+
+async def test_providers_lists_the_webuis_checkpoints(tmp_path: Path, telegram: FakeTelegram) -> None:
+    fake = FakeA1111(auth=AUTH)
+    async with sd_bot(tmp_path, telegram, fake):
+        ask = telegram.user_message(CHAT, USER, "/providers")
+        shown = await telegram.wait_for_message(CHAT, after_message_id=ask["message_id"], timeout=10)
+    await fake.aclose()
+    assert "models (--model):" in (shown.text or "")
+    assert fake.models and all(model["title"] in (shown.text or "") for model in fake.models)

@@ -80,8 +80,10 @@ async def test_one_call_at_a_time_with_true_queue_positions() -> None:
     seen: list[dict] = []
 
     async def server(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/sdapi/v1/progress":
-            return httpx.Response(200, json={"progress": 0.5, "eta_relative": 1.0, "current_image": None})
+        if request.url.path == "/internal/progress":
+            asked = json.loads(request.content)["id_task"]
+            return httpx.Response(200, json={"active": asked == "b0", "queued": False, "progress": 0.5, "eta": 1.0,
+                                             "live_preview": None, "textinfo": None})
         seen.append(json.loads(request.content))
         await gate.wait()
         return httpx.Response(200, json={"images": [b64(png())], "info": "{}"})
@@ -104,6 +106,7 @@ async def test_one_call_at_a_time_with_true_queue_positions() -> None:
                 break
             await asyncio.sleep(0.01)
         assert [body["prompt"] for body in seen] == ["job 0", "job 1", "job 2"]
+        assert [body["force_task_id"] for body in seen] == ["b0", "b1", "b2"]
 
 
 async def test_basic_auth_goes_with_every_call() -> None:
@@ -119,3 +122,35 @@ async def test_basic_auth_goes_with_every_call() -> None:
     assert submitted.state is not None and submitted.state.status is JobStatus.SUCCEEDED
     assert headers == ["Basic " + base64.b64encode(b"me:pw").decode()]
     assert "me:pw" not in repr(provider)
+
+
+def test_task_progress_tells_our_job_from_someone_elses() -> None:
+    ours = a.read_task_progress({"active": True, "queued": False, "progress": 0.25, "eta": 6.0,
+                                 "live_preview": "data:image/png;base64," + b64(png())})
+    assert (ours.status, ours.progress, ours.eta_seconds, ours.preview) == (JobStatus.RUNNING, 0.25, 6.0, png())
+    behind = a.read_task_progress({"active": False, "queued": True, "textinfo": "In queue: 2/3"})
+    assert (behind.status, behind.queue_position) == (JobStatus.QUEUED, 2)
+
+
+async def test_an_older_webui_without_task_progress_is_asked_the_old_way() -> None:
+    paths: list[str] = []
+    release = asyncio.Event()
+
+    async def server(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path == "/internal/progress":
+            return httpx.Response(404, json={"detail": "Not Found"})
+        if request.url.path == "/sdapi/v1/progress":
+            return httpx.Response(200, json={"progress": 0.3, "eta_relative": 2.0, "current_image": None})
+        await release.wait()
+        return httpx.Response(200, json={"images": [b64(png())], "info": "{}"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server)) as client:
+        provider = a.A1111(client, secrets={}, base_url=BASE)
+        provider.jobs.answer_within = 0.01
+        job = (await provider.submit(make_spec(prompt="x", business_id="b9"))).job_id
+        await provider.poll(job)  # 404: noted
+        state = await provider.poll(job)
+        release.set()
+    assert state.progress == 0.3
+    assert paths[1:] == ["/internal/progress", "/sdapi/v1/progress"]
