@@ -35,7 +35,7 @@ from providers.errors import BadRequest, JobNotFound
 from providers.errors import MalformedResponse, ProviderError
 from providers.http import HeaderAuth, HttpProvider
 from providers import midjourney as mj
-from providers.midjourney import (Protocol, SubmitAnswer, body_code, checked_task, find_button,
+from providers.midjourney import (MIDJOURNEY_PROXY, Protocol, SubmitAnswer, body_code, checked_task, find_button,
                                   is_grid_task, mj_prompt, parse_submit_answer, prompt_with_ratio)
 from providers.types import Capability, GenerationParams, JobSpec, JobState
 from providers.types import SourceResult, Submitted
@@ -87,17 +87,10 @@ class Assumptions:
     # codes, the other one is tried once (nothing was created by the refusal).
     action_fallback_codes: frozenset[int] = frozenset({3, 4})
     queue_full_retry_after: float = 30.0  # code 23 names no delay
-    # The vendor's words that turn a code or failReason into our kind.
-    quota_words: tuple[str, ...] = (
-        "余额", "积分", "额度", "点数不足", "insufficient", "balance", "quota", "credit",
-    )
-    auth_words: tuple[str, ...] = (
-        "密钥", "令牌", "鉴权", "未授权", "unauthorized", "invalid key", "api key", "apikey",
-    )
-    rejection_words: tuple[str, ...] = (
-        "敏感", "违规", "违禁", "审核", "色情", "banned", "sensitive", "nsfw", "prohibited",
-        "moderat", "violat",
-    )
+    # The words that turn a code or failReason into our kind: the protocol's.
+    quota_words: tuple[str, ...] = MIDJOURNEY_PROXY.quota_words
+    auth_words: tuple[str, ...] = MIDJOURNEY_PROXY.auth_words
+    rejection_words: tuple[str, ...] = MIDJOURNEY_PROXY.rejection_words
     # Queries and callbacks carry the bare task (the batch query a bare list)
     # as midjourney-proxy sends them [public], or the {"code", "result"}
     # envelope: both are read. An unknown single task is code 3, a null

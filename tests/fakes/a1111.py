@@ -400,25 +400,6 @@ class FakeA1111(FakeVendor):
             self.current_task = None
         self._reset_options()
 
-    def hold(self) -> None:
-        """Running jobs stop between sampling steps (still "running": progress
-        shows them) until ``release()``; queued ones wait behind them."""
-        if self._gate is None:
-            self._gate = asyncio.Event()
-        self._gate.clear()
-
-    def release(self) -> None:
-        if self._gate is not None:
-            self._gate.set()
-
-    async def wait_started(self, count: int, timeout: float = 3.0) -> None:
-        """Until ``count`` txt2img / img2img jobs have started (since the last reset)."""
-        deadline = time.monotonic() + timeout
-        while self.started < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.started} of {count} jobs started")
-            await asyncio.sleep(0.005)
-
     async def wait_queued(self, count: int, timeout: float = 3.0) -> None:
         """Until ``count`` tasks wait in the queue (not yet running)."""
         deadline = time.monotonic() + timeout

@@ -33,9 +33,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageOps
 
-from tests.fakes.vendor import (FakeVendor, html, JSONResponse, Request, Response, Route,
+from tests.fakes.vendor import (FakeVendor, html, JSONResponse, Part, Request, Response, Route,
                                 Starlette, _is_image, _is_int, _is_number, _parse_json, _png,
-                                _rgb)
+                                _rgb, parse_parts)
 
 SUBMIT_PATH = "/api/image2image"
 QUERY_PATH = "/api/v1/draw/query"
@@ -61,14 +61,6 @@ DAILY_LIMIT_MSG = daily_limit_msg()
 def _error(code: int, msg: str) -> JSONResponse:
     """The vendor answers errors with HTTP 200 and a code in the body [assume]."""
     return JSONResponse({"code": code, "msg": msg, "data": None})
-
-
-@dataclass
-class Part:
-    name: str
-    filename: str | None
-    content_type: str | None
-    data: bytes
 
 
 @dataclass
@@ -263,44 +255,9 @@ class FakeAichatapi(FakeVendor):
 # ---- multipart (pure; Starlette's own parser needs python-multipart) ---------
 
 
-def _header_params(value: str) -> tuple[str, dict[str, str]]:
-    """'form-data; name="image"; filename="a.png"' → ("form-data", {...})."""
-    head, *rest = value.split(";")
-    params = {}
-    for item in rest:
-        key, sep, val = item.strip().partition("=")
-        if sep:
-            params[key.strip().lower()] = val.strip().strip('"')
-    return head.strip().lower(), params
-
-
 def parse_multipart(raw: bytes, content_type: str) -> dict[str, Part]:
-    """Split a multipart/form-data body exactly as RFC 7578 frames it; a
-    ValueError for anything malformed."""
-    _, params = _header_params(content_type)
-    boundary = params.get("boundary")
-    if not boundary:
-        raise ValueError("boundary missing")
-    chunks = raw.split(b"--" + boundary.encode("latin-1"))
-    if len(chunks) < 3 or chunks[0].strip() or not chunks[-1].startswith(b"--"):
-        raise ValueError("not framed by the boundary")
-    parts: dict[str, Part] = {}
-    for chunk in chunks[1:-1]:
-        if not chunk.startswith(b"\r\n") or not chunk.endswith(b"\r\n"):
-            raise ValueError("part not delimited by CRLF")
-        head, sep, data = chunk[2:-2].partition(b"\r\n\r\n")
-        if not sep:
-            raise ValueError("part without headers")
-        headers = {}
-        for line in head.decode("utf-8").split("\r\n"):
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        kind, disposition = _header_params(headers.get("content-disposition", ""))
-        if kind != "form-data" or not disposition.get("name"):
-            raise ValueError("part is not form-data with a name")
-        name = disposition["name"]
-        parts[name] = Part(name, disposition.get("filename"), headers.get("content-type"), data)
-    return parts
+    """The parts by name (the vendor reads one of each); ValueError when malformed."""
+    return {part.name: part for part in parse_parts(raw, content_type)}
 
 
 def _describe_multipart(raw: bytes, content_type: str) -> Any:

@@ -321,18 +321,6 @@ class FakeComfyUI(FakeVendor):
             return
         super().fail_next(kind, times, path)
 
-    def hold(self) -> None:
-        """Until ``release()``, a KSampler waits before each step (and an
-        upscale node before it starts): the running prompt stays running, the
-        others pending. An interrupt still stops it."""
-        if self._gate is None:
-            self._gate = asyncio.Event()
-        self._gate.clear()
-
-    def release(self) -> None:
-        if self._gate is not None:
-            self._gate.set()
-
     def reset(self) -> None:
         """Also releases held prompts and forgets the records and counters
         (prompts, rejected, sent, executed, max_concurrent); the queue,

@@ -39,8 +39,9 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageOps
 
-from tests.fakes.vendor import (FakeVendor, JSONResponse, RecordedRequest, Request, Response,
-                                Route, Starlette, _is_int, _picture, _png, _rgb, html)
+from tests.fakes.vendor import (FakeVendor, JSONResponse, Part, RecordedRequest, Request, Response,
+                                Route, Starlette, _is_int, _picture, _png, _rgb, html,
+                                parse_parts)
 
 DEFAULT_KEY = "sk-test-fake"
 DEFAULT_MODEL = "dall-e-2"  # what the real API uses when a request names none
@@ -161,14 +162,6 @@ def relay_rules(name: str, **overrides: Any) -> Rules:
 
 
 @dataclass
-class Part:
-    name: str
-    filename: str | None
-    content_type: str | None
-    data: bytes
-
-
-@dataclass
 class Generation:
     """One call the fake served (after every check passed)."""
 
@@ -254,25 +247,6 @@ class FakeOpenAI(FakeVendor):
         self.completed.clear()
         self.started = 0
         self.max_inflight = self.inflight
-
-    def hold(self) -> None:
-        """Calls that start from now on (and any waiting) wait in "generating"
-        until ``release()``: a call the bot is waiting on when it restarts."""
-        if self._gate is None:
-            self._gate = asyncio.Event()
-        self._gate.clear()
-
-    def release(self) -> None:
-        if self._gate is not None:
-            self._gate.set()
-
-    async def wait_started(self, count: int, timeout: float = 3.0) -> None:
-        """Until ``count`` calls have started generating (since the last reset)."""
-        deadline = time.monotonic() + timeout
-        while self.started < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.started} of {count} calls started")
-            await asyncio.sleep(0.005)
 
     async def aclose(self) -> None:
         self.release()
@@ -711,45 +685,6 @@ def _multipart_body(record: RecordedRequest) -> tuple[dict[str, Any], list[Part]
         else:
             fields[part.name] = part.data.decode("utf-8", "replace")
     return fields, files
-
-
-def _header_params(value: str) -> tuple[str, dict[str, str]]:
-    head, *rest = value.split(";")
-    params = {}
-    for item in rest:
-        key, sep, val = item.strip().partition("=")
-        if sep:
-            params[key.strip().lower()] = val.strip().strip('"')
-    return head.strip().lower(), params
-
-
-def parse_parts(raw: bytes, content_type: str) -> list[Part]:
-    """Every part of a multipart/form-data body, in order (repeated names
-    kept, as ``image[]`` needs); ValueError for anything malformed."""
-    _, params = _header_params(content_type)
-    boundary = params.get("boundary")
-    if not boundary:
-        raise ValueError("boundary missing")
-    chunks = raw.split(b"--" + boundary.encode("latin-1"))
-    if len(chunks) < 3 or chunks[0].strip() or not chunks[-1].startswith(b"--"):
-        raise ValueError("not framed by the boundary")
-    parts = []
-    for chunk in chunks[1:-1]:
-        if not chunk.startswith(b"\r\n") or not chunk.endswith(b"\r\n"):
-            raise ValueError("part not delimited by CRLF")
-        head, sep, data = chunk[2:-2].partition(b"\r\n\r\n")
-        if not sep:
-            raise ValueError("part without headers")
-        headers = {}
-        for line in head.decode("utf-8").split("\r\n"):
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        kind, disposition = _header_params(headers.get("content-disposition", ""))
-        if kind != "form-data" or not disposition.get("name"):
-            raise ValueError("part is not form-data with a name")
-        parts.append(Part(disposition["name"], disposition.get("filename"),
-                          headers.get("content-type"), data))
-    return parts
 
 
 def describe_parts(parts: list[Part]) -> dict[str, Any]:

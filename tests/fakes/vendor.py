@@ -161,6 +161,31 @@ class FakeVendor:
         self.fetches.clear()
         self.callbacks.clear()
 
+    # ---- work kept running (a vendor still busy while the bot restarts) ----
+
+    _gate: asyncio.Event | None = None  # set by hold(); the fake's work waits on it
+    started: int = 0  # work that began (each fake counts its own kind)
+
+    def hold(self) -> None:
+        """Work in progress (and any that starts) waits until ``release()``;
+        what "waits" means is the fake's (a call not answering, a sampler
+        between steps)."""
+        if self._gate is None:
+            self._gate = asyncio.Event()
+        self._gate.clear()
+
+    def release(self) -> None:
+        if self._gate is not None:
+            self._gate.set()
+
+    async def wait_started(self, count: int, timeout: float = 3.0) -> None:
+        """Until ``count`` pieces of work have started (since the last reset)."""
+        deadline = time.monotonic() + timeout
+        while self.started < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.started} of {count} started")
+            await asyncio.sleep(0.005)
+
     def finish(self, job_id: Any) -> None:
         """Finish a job (as the fake's ``job()`` finds it) now, whatever the clock says."""
         self.job(job_id).forced_done = True  # type: ignore[attr-defined]
@@ -503,3 +528,53 @@ def _face_pasted(target: bytes) -> Image.Image:
 def _upscaled(data: bytes, factor: int) -> Image.Image:
     img = _rgb(data)
     return img.resize((img.width * factor, img.height * factor), Image.Resampling.BICUBIC)
+
+
+# ---- multipart, parsed as strictly as RFC 7578 frames it ------------------------
+
+
+@dataclass
+class Part:
+    name: str
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+def header_params(value: str) -> tuple[str, dict[str, str]]:
+    """'form-data; name="image"; filename="a.png"' → ("form-data", {...})."""
+    head, *rest = value.split(";")
+    params = {}
+    for item in rest:
+        key, sep, val = item.strip().partition("=")
+        if sep:
+            params[key.strip().lower()] = val.strip().strip('"')
+    return head.strip().lower(), params
+
+
+def parse_parts(raw: bytes, content_type: str) -> list[Part]:
+    """The parts of a multipart/form-data body in order (a name may repeat:
+    OpenAI's image[]); a ValueError for anything malformed."""
+    _, params = header_params(content_type)
+    boundary = params.get("boundary")
+    if not boundary:
+        raise ValueError("boundary missing")
+    chunks = raw.split(b"--" + boundary.encode("latin-1"))
+    if len(chunks) < 3 or chunks[0].strip() or not chunks[-1].startswith(b"--"):
+        raise ValueError("not framed by the boundary")
+    parts = []
+    for chunk in chunks[1:-1]:
+        if not chunk.startswith(b"\r\n") or not chunk.endswith(b"\r\n"):
+            raise ValueError("part not delimited by CRLF")
+        head, sep, data = chunk[2:-2].partition(b"\r\n\r\n")
+        if not sep:
+            raise ValueError("part without headers")
+        headers = {}
+        for line in head.decode("utf-8").split("\r\n"):
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        kind, disposition = header_params(headers.get("content-disposition", ""))
+        if kind != "form-data" or not disposition.get("name"):
+            raise ValueError("part is not form-data with a name")
+        parts.append(Part(disposition["name"], disposition.get("filename"), headers.get("content-type"), data))
+    return parts
