@@ -44,6 +44,8 @@ EDIT_STRENGTH = 0.6  # img2img: how much of the photo may change
 UPSCALER = "R-ESRGAN 4x+"  # ships with the webui
 UPSCALE_FACTOR = 2
 MODELS_CACHE_SECONDS = 60.0
+SIDE_CALL_TIMEOUT = httpx.Timeout(10.0, connect=5.0)  # progress, interrupt, models: never the job's 600 s
+SILENT_BEFORE_FALLBACK = 3  # running, yet /internal/progress knows nothing: an older webui
 
 
 def fitted(width: int, height: int, long_side: int = LONG_SIDE) -> tuple[int, int]:
@@ -149,6 +151,7 @@ def read_task_progress(body: Mapping[str, Any]) -> JobState:
             progress=float(progress) if isinstance(progress, int | float) and 0 < progress <= 1 else None,
             eta_seconds=float(eta) if isinstance(eta, int | float) and eta > 0 else None,
             preview=decoded(preview) if preview else None,
+            vendor_data={"active": True},  # the webui is working on it (maybe still at 0 %)
         )
     if body.get("queued"):
         match = QUEUE_TEXT.search(text_of(body.get("textinfo")))
@@ -210,6 +213,8 @@ class A1111(HttpProvider):
         self.jobs = InProcessJobs(concurrency=1)  # the server's own one-at-a-time, made visible
         self.task_progress = True  # /internal/progress (webui ≥ 1.6, Forge) until it says 404
         self._models: list[str] = []
+        self._untracked: set[str] = set()  # upscales: /sdapi/v1/progress only
+        self._silent: dict[str, int] = {}  # running jobs /internal/progress says nothing about
         self._models_at = -MODELS_CACHE_SECONDS
 
     @classmethod
@@ -255,6 +260,8 @@ class A1111(HttpProvider):
                 raise BadRequest(f"a1111 cannot do {spec.capability}")
         if read is read_generation:  # so /internal/progress can tell our job from others'
             body["force_task_id"] = spec.business_id
+        else:
+            self._untracked.add(spec.business_id)  # an upscale has no task id to ask about
         state = await self.jobs.start(spec.business_id, lambda: self.call(endpoint, read, payload=body))
         return Submitted(job_id=spec.business_id, eta_seconds=self.typical_seconds, state=state)
 
@@ -263,7 +270,8 @@ class A1111(HttpProvider):
         now = time.monotonic()
         if now - self._models_at > MODELS_CACHE_SECONDS:
             try:
-                self._models = await self.call("/sdapi/v1/sd-models", read_models, method="GET", allow_list=True)
+                self._models = await self.call("/sdapi/v1/sd-models", read_models, method="GET",
+                                               allow_list=True, timeout=SIDE_CALL_TIMEOUT)
             except ProviderError:
                 return self._models
             self._models_at = now
@@ -275,8 +283,20 @@ class A1111(HttpProvider):
         and its answer, the picture so far, is dropped."""
         if not self.jobs.running(job_id):
             return self.jobs.cancel(job_id)
-        await self.call("/sdapi/v1/interrupt", lambda body: None, payload={})
+        if self.task_progress:
+            state = await self._task_progress(job_id)
+            if not state.vendor_data.get("active"):
+                # Not sampling yet (behind someone else's job at a shared
+                # webui): an interrupt would stop theirs. Drop our call.
+                return self.jobs.cancel(job_id)
+        await self.call("/sdapi/v1/interrupt", lambda body: None, payload={}, timeout=SIDE_CALL_TIMEOUT)
         return True
+
+    async def _task_progress(self, job_id: str) -> JobState:
+        return await self.call(
+            "/internal/progress", read_task_progress, timeout=SIDE_CALL_TIMEOUT,
+            payload={"id_task": job_id, "id_live_preview": -1, "live_preview": True},
+        )
 
     async def poll(self, job_id: str) -> JobState:
         position = self.jobs.waiting_position(job_id)
@@ -285,13 +305,17 @@ class A1111(HttpProvider):
         if not self.jobs.running(job_id):
             return self.jobs.state(job_id)  # finished, or JobNotFound after a restart
         try:
-            if self.task_progress:  # by our task id: someone else's job is never shown as ours
-                return await self.call(
-                    "/internal/progress", read_task_progress,
-                    payload={"id_task": job_id, "id_live_preview": -1, "live_preview": True},
-                )
+            if self.task_progress and job_id not in self._untracked:
+                state = await self._task_progress(job_id)  # by our id: never someone else's job
+                if state.status is JobStatus.RUNNING and not state.vendor_data.get("active"):
+                    self._silent[job_id] = self._silent.get(job_id, 0) + 1
+                    if self._silent[job_id] >= SILENT_BEFORE_FALLBACK:
+                        self.task_progress = False  # it ignores force_task_id: ask the other way
+                else:
+                    self._silent.pop(job_id, None)
+                return state
             return await self.call(  # older webui: the running job, ours while we send one at a time
-                "/sdapi/v1/progress", read_progress, method="GET",
+                "/sdapi/v1/progress", read_progress, method="GET", timeout=SIDE_CALL_TIMEOUT,
                 path="/sdapi/v1/progress?skip_current_image=false",
             )
         except Unavailable as exc:

@@ -156,8 +156,11 @@ class HttpProvider(Provider):
         # A list where one field repeats (OpenAI's image[]).
         files: Mapping[str, tuple[str, bytes, str]] | Sequence[tuple[str, tuple[str, bytes, str]]] | None = None,
         allow_list: bool = False,
+        timeout: httpx.Timeout | None = None,
+        expect_body: bool = True,
     ) -> T:
-        """One vendor call; ``payload`` goes as JSON; ``read`` turns the JSON answer into a value. The
+        """One vendor call; ``payload`` goes as JSON; ``read`` turns the JSON
+        answer into a value (``expect_body=False``: there is none). The
         URL is ``base_url`` (default: the vendor's) + ``path`` (default: the
         endpoint). Every failure leaves as a ProviderError naming the
         endpoint, never the URL or a credential."""
@@ -171,11 +174,13 @@ class HttpProvider(Provider):
             with map_transport_errors():
                 response = await self.client.request(
                     method, url, content=content, data=data, files=files, headers=headers,
-                    auth=self.auth or httpx.USE_CLIENT_DEFAULT, timeout=self.call_timeout,
+                    auth=self.auth or httpx.USE_CLIENT_DEFAULT, timeout=timeout or self.call_timeout,
                 )
             error = self.error_for_status(response, endpoint)
             if error is not None:
                 raise error
+            if not expect_body:  # an acknowledgement: the status says it all
+                return read({})
             return read(json_body(response, allow_list=allow_list))
         except ProviderError as exc:
             raise self._logged(endpoint, exc) from None

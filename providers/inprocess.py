@@ -59,6 +59,7 @@ class InProcessJobs:
         self.listener: JobListener | None = None
         self._jobs: dict[str, _Job] = {}
         self._notifying: set[asyncio.Task[None]] = set()  # kept referenced until done
+        self._closing = False
 
     def __len__(self) -> int:
         return sum(1 for job in self._jobs.values() if job.state is None)
@@ -68,8 +69,12 @@ class InProcessJobs:
         if it ends within ``answer_within``; raises its ProviderError if it
         failed that fast; else None (it goes on; the listener hears the end)."""
         self._sweep()
-        if job_id in self._jobs and self._jobs[job_id].state is None:
+        earlier = self._jobs.get(job_id)
+        if earlier is not None and earlier.state is None:
             return None  # the same job again (a resubmit after a crash): it is running
+        if earlier is not None:  # it ended unapplied: that answer, not a second (billed) call
+            del self._jobs[job_id]
+            return earlier.state
         job = _Job(asyncio.create_task(self._run(job_id, call), name=f"call-{job_id[:16]}"), time.monotonic())
         self._jobs[job_id] = job
         try:
@@ -98,12 +103,17 @@ class InProcessJobs:
         lost call costs a rerun, and maybe a second bill); the rest are
         stopped, and their tasks run again at the next start."""
         grace = STOP_GRACE_SECONDS if grace is None else grace
-        running = [job.task for job in self._jobs.values() if not job.task.done()]
+        self._closing = True  # a call that gets its slot now does not start
+        unfinished = [job.task for job in self._jobs.values() if not job.task.done()]
+        for job in self._jobs.values():
+            if not job.running:
+                job.task.cancel()  # never reached the vendor: nothing to wait for
+        running = [task for task in unfinished if not task.cancelled()]
         if running:
             await asyncio.wait(running, timeout=grace)
-        for task in running:
+        for task in unfinished:
             task.cancel()
-        for task in running:
+        for task in unfinished:
             with contextlib.suppress(BaseException):
                 await task
         if self._notifying:
@@ -112,8 +122,9 @@ class InProcessJobs:
     async def _run(self, job_id: str, call: Callable[[], Awaitable[JobState]]) -> JobState:
         async with self._slots:
             job = self._jobs.get(job_id)
-            if job is not None:
-                job.running = True
+            if self._closing or job is None:  # shutting down, or cancelled while it waited
+                raise asyncio.CancelledError
+            job.running = True
             return await call()
 
     def cancel(self, job_id: str) -> bool:

@@ -86,6 +86,13 @@ class SettingsView:
         return getattr(self._settings, name)
 
 
+def credential_fields(kind: Any) -> set[str]:
+    """Every Settings field that holds one of ``kind``'s credentials."""
+    fields = {name for mode in getattr(getattr(kind, "credentials", None), "modes", ()) for name in mode}
+    secret = kind.secret_setting() if hasattr(kind, "secret_setting") else None
+    return fields | ({secret} if secret else set())
+
+
 def instance_settings(
     instance: Instance, kind: Any, settings: Any, environ: Mapping[str, str] = os.environ
 ) -> SettingsView:
@@ -101,6 +108,12 @@ def instance_settings(
             raise ProvidersFileError(f"{where}: base_url must be an http(s) URL")
         overrides[setting] = instance.base_url.rstrip("/")
     field = kind.secret_setting()
+    if instance.base_url:
+        # Another host: none of the kind's own credentials (OPENAI_API_KEY, a
+        # zhiqite key pair, ...) may go there; only secret_env's, below.
+        for name in credential_fields(kind):
+            if name != getattr(kind, "base_url_setting", None):
+                overrides[name] = None
     if instance.secret_env:
         secret = environ.get(instance.secret_env, "").strip()
         if not secret:
@@ -108,9 +121,6 @@ def instance_settings(
         if field is None:
             raise ProvidersFileError(f"{where}: this kind takes no single secret for secret_env")
         overrides[field] = secret
-    elif instance.base_url and field is not None:
-        # Another host: the kind's own key (OPENAI_API_KEY, ...) must not go there.
-        overrides[field] = None
     if instance.model:
         setting = getattr(kind, "model_setting", None)
         if setting is None:

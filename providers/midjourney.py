@@ -288,7 +288,7 @@ def _succeeded(task: Mapping[str, Any], data: dict[str, Any], p: Protocol) -> Jo
         return JobState(status=JobStatus.FAILED, error_kind=MalformedResponse.kind,
                         error_detail="SUCCESS without imageUrl", vendor_data=data)
     if not data["grid"] and data["buttons"]:
-        data = {**data, "follow_ups": follow_ups(data["buttons"])}
+        data = {**data, "follow_ups": follow_ups(data["buttons"], answers_modal=bool(p.modal_statuses))}
     return JobState(status=JobStatus.SUCCEEDED, progress=1.0, images=[ResultImage(url=url)],
                     is_grid=data["grid"], vendor_data=data)
 
@@ -309,13 +309,18 @@ FOLLOW_UPS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def follow_ups(buttons: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+WAITS_FOR_TEXT = ("MJ::CustomZoom::",)  # pressing it leaves the job in MODAL
+
+
+def follow_ups(buttons: Sequence[Mapping[str, str]], answers_modal: bool = True) -> list[dict[str, Any]]:
     """The buttons after an upscale (Vary Strong/Subtle, Zoom Out, pan,
     Upscale Subtle/Creative) as the bot shows them: label, row, and the
     capability the press asks for."""
     offered = []
     for button in buttons:
         custom_id = button.get("customId", "")
+        if not answers_modal and custom_id.startswith(WAITS_FOR_TEXT):
+            continue  # a vendor that cannot pass on the user's text would leave it waiting
         for prefix, capability, row in FOLLOW_UPS:
             if custom_id.startswith(prefix):
                 emoji = button.get("emoji", "")

@@ -89,7 +89,7 @@ def reroll_body(source: SourceResult) -> tuple[str, dict[str, Any]]:
     if buttons:
         found = find_button(buttons, ("reroll",), 0)
         if found is None:
-            raise BadRequest("the source result has no reroll button")
+            raise NotForThisJob("the source result has no reroll button")
         return "/mj/submit/action", {"taskId": task_id, "customId": found}
     return "/mj/submit/change", {"taskId": task_id, "action": "REROLL", "index": 1}
 
@@ -203,6 +203,8 @@ class MjProxy(HttpProvider):
             return error_for_code(body_code(response.json()), text_of(response.json().get("description")))
         except (ValueError, AttributeError, ProviderError):
             pass
+        if endpoint == "cancel" and status in (400, 404):
+            return BadRequest(f"HTTP {status}: this proxy does not cancel tasks")  # logged quietly
         if endpoint == "/mj/insight-face/swap" and status == 404:
             self.has_face_swap = False  # novicezk has no such route: stop offering it
             return BadRequest("this proxy has no face swap")
@@ -235,8 +237,9 @@ class MjProxy(HttpProvider):
 
     async def cancel(self, job_id: str) -> bool:
         """trueai has POST /mj/task/{id}/cancel; novicezk has none (404)."""
-        try:
-            await self.call("cancel", lambda body: None, path=f"/mj/task/{job_id}/cancel", payload={})
+        try:  # trueai answers an empty 200; novicezk 404, a demo key 400
+            await self.call("cancel", lambda body: None, path=f"/mj/task/{job_id}/cancel", payload={},
+                            expect_body=False)
         except ProviderError:
             return False
         return True

@@ -285,24 +285,26 @@ class TaskRepository:
         )
 
     async def swap_question(self, task_id: int, expect: int | None, value: int | None) -> bool:
-        """Compare-and-set the message that asks the user for a vendor job's
-        text (result_meta "question": 0 while being sent, then its message
-        id; absent when nothing is asked). True when it was ``expect``."""
+        """Compare-and-set the question a vendor job puts to its user
+        (result_meta "question"): absent = none, 0 = being sent, the
+        message id once asked, minus it once answered (until the vendor
+        moves on). Only while the task is at the vendor. True when it was
+        ``expect``."""
         meta = "COALESCE(result_meta, '{}')"
         changed = await self.db.execute(
             f"UPDATE tasks SET updated_at = ?, result_meta = CASE WHEN ? IS NULL"
             f" THEN json_remove({meta}, '$.question') ELSE json_set({meta}, '$.question', ?) END"
-            f" WHERE id = ? AND json_extract({meta}, '$.question') IS ?",
+            f" WHERE id = ? AND status IN ('submitted', 'running') AND json_extract({meta}, '$.question') IS ?",
             (self.clock(), value, value, task_id, expect),
         )
         return changed > 0
 
     async def asking(self, chat_id: int, user_id: int, message_id: int) -> Task | None:
-        """The user's active task whose question is ``message_id``."""
+        """The user's active task that asked (or was answered) in ``message_id``."""
         row = await self.db.fetchone(
             "SELECT * FROM tasks WHERE user_id = ? AND chat_id = ? AND status IN ('submitted', 'running')"
-            " AND json_extract(COALESCE(result_meta, '{}'), '$.question') = ?",
-            (user_id, chat_id, message_id),
+            " AND json_extract(COALESCE(result_meta, '{}'), '$.question') IN (?, ?)",
+            (user_id, chat_id, message_id, -message_id),
         )
         return Task.from_row(row) if row else None
 

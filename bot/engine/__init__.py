@@ -22,14 +22,13 @@ from bot.engine.poller import Poller
 from bot.engine.progress import StatusReporter
 from bot.engine.ratelimit import VendorGate
 from bot.engine.sender import ResultSender
-from bot.engine.timing import retry_delay
 from bot.i18n import t
 from bot.keyboards import CallbackCodec
 from providers.base import Provider
-from providers.errors import ERROR_KINDS, JobNotFound, ProviderError
+from providers.errors import JobNotFound, ProviderError
 from providers.inprocess import JobListener
 from providers.registry import Registry
-from providers.types import JobState, JobStatus
+from providers.types import JobState
 from storage import Store
 from storage.models import AT_VENDOR, Task
 
@@ -73,6 +72,7 @@ class Engine:
             store.tasks, registry, self.reporter, wake_delivery=self._wake_delivery,
             fetch_preview=lambda url: fetch_preview(http, url, allow_private=allow_private_urls),
             ask_for_text=self._ask_for_text, wake_dispatcher=self.wake_dispatcher,
+            tell_admins=self._tell_admins,
         )
         self.dispatcher = Dispatcher(
             store.tasks, registry, self.outcomes, gate,
@@ -170,6 +170,7 @@ class Engine:
         text = t(task.language, "modal_ask", task_id=task.id)
         if task.in_group:  # the reply field is for the requester alone
             text = f'<a href="tg://user?id={task.user_id}">👤</a> {text}'
+        asked = None
         try:
             asked = await self.bot.send_message(
                 task.chat_id, text, parse_mode="HTML",
@@ -180,9 +181,8 @@ class Engine:
             )
         except TelegramError as exc:
             log.warning("task %s: could not ask for the vendor's text: %s", task.id, exc)
-            await tasks.swap_question(task.id, 0, None)
-            return
-        await tasks.swap_question(task.id, 0, asked.message_id)
+        finally:  # whatever happened, the claim does not stay: asked, or free to ask again
+            await tasks.swap_question(task.id, 0, asked.message_id if asked is not None else None)
 
     def _job_listener(self, provider: Provider) -> JobListener:
         async def job_ended(job_id: str, state: JobState) -> bool:
@@ -196,28 +196,11 @@ class Engine:
                     break
             if task is None:
                 return False
-            if task.status in AT_VENDOR and not await self._late_failure(task, provider, state):
+            if task.status in AT_VENDOR:
                 await self.outcomes.apply(task, provider, state, lease_token=None)
             return True
 
         return job_ended
-
-    async def _late_failure(self, task: Task, provider: Provider, state: JobState) -> bool:
-        """A call that failed after the dispatcher let go of it counts for the
-        vendor's health like a failed submit (bad credentials switch it off
-        and the admins hear of it); where another try can mend it (a 5xx, a
-        timeout, a 429), the task goes back to the dispatcher, which may pick
-        another vendor. True when the task was sent back."""
-        if state.status is not JobStatus.FAILED or not state.error_kind:
-            return False
-        error = ERROR_KINDS.get(state.error_kind, ProviderError)(state.error_detail)
-        change = self.registry.record_failure(provider.id, error)
-        if change is not None:
-            await self._tell_admins(provider.id, error, change)
-        if not error.transient:  # out of credit, refused: the user hears that reason
-            return False
-        delay = retry_delay(1, error.retry_after)
-        return await self.outcomes.run_again(task, provider, f"its call failed ({error.kind})", lease_token=None, delay=delay)
 
     async def on_callback(self, vendor_id: str, token: str, payload: Any) -> dict[str, Any]:
         """Apply a vendor callback. The per-task token authenticates it."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from collections.abc import Awaitable, Callable
 
 from bot.engine.inputs import InputError
@@ -170,6 +171,7 @@ class Dispatcher(StageLoop):
             polls=0,
         )
         if fresh is None:  # cancelled meanwhile: the vendor's result will be dropped
+            await self.outcomes.stop_call(replace(task, provider=provider.id, provider_job_id=submitted.job_id))
             return
         log.info("task %s submitted to %s as %s", task.id, provider.id, submitted.job_id[:64])
         self.wake_poller()  # it may be asleep until later than this task's first poll

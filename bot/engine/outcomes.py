@@ -9,8 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bot.engine.progress import StatusReporter, status_text
-from bot.engine.timing import next_poll_delay
+from bot.engine.timing import next_poll_delay, retry_delay
 from providers.base import Provider
+from providers.errors import ERROR_KINDS, ProviderError
 from providers.registry import Registry
 from providers.types import JobState, JobStatus
 from storage.models import AT_VENDOR, ACTIVE_STATUSES, Task, TaskStatus
@@ -32,6 +33,7 @@ class Outcomes:
         fetch_preview: Callable[[str], Awaitable[bytes | None]] | None = None,
         ask_for_text: Callable[[Task], Awaitable[None]] | None = None,
         wake_dispatcher: Callable[[], None] = lambda: None,
+        tell_admins: Callable[[str, ProviderError, str], Awaitable[None]] | None = None,
     ) -> None:
         self.tasks = tasks
         self.registry = registry
@@ -40,6 +42,7 @@ class Outcomes:
         self.fetch_preview = fetch_preview
         self.ask_for_text = ask_for_text
         self.wake_dispatcher = wake_dispatcher
+        self.tell_admins = tell_admins
         # The preview URL each running task showed last: each picture is fetched once.
         self._previews: dict[int, str] = {}
 
@@ -74,7 +77,20 @@ class Outcomes:
             log.info("task %s failed: %s %s", task.id, kind, detail[:200])
             self.reporter.forget(task.id)
             self.wake_delivery()
+            await self.stop_call(task)
         return failed
+
+    async def stop_call(self, task: Task) -> None:
+        """A task that will never use its result: a call of ours still waiting
+        or running (an A1111 job in line) is stopped, so it does not hold the
+        line for live tasks."""
+        provider = self.registry.get(task.provider or "")
+        if provider is None or not provider.jobs_in_process or not task.provider_job_id:
+            return
+        try:
+            await provider.cancel(task.provider_job_id)
+        except ProviderError as exc:
+            log.info("task %s: could not stop its call: %s", task.id, exc.kind)
 
     async def run_again(
         self, task: Task, provider: Provider, why: str, *, lease_token: str | None, delay: float = 0.0
@@ -100,10 +116,31 @@ class Outcomes:
         callback has none and relies on the status compare-and-set alone."""
         if state.status == JobStatus.SUCCEEDED:
             await self._succeed(task, provider, state, lease_token)
+        elif state.status == JobStatus.FAILED and provider.jobs_in_process and await self._late_failure(
+            task, provider, state, lease_token
+        ):
+            return
         elif state.status == JobStatus.FAILED:
             await self.fail(task, state.error_kind or "error", state.error_detail, lease_token=lease_token, expect=AT_VENDOR)
         else:
             await self._progress(task, provider, state, lease_token)
+
+    async def _late_failure(self, task: Task, provider: Provider, state: JobState, lease_token: str | None) -> bool:
+        """Our own call failed after the dispatcher let go of it (whether the
+        listener or the poller brings the news): it counts for the vendor's
+        health like a failed submit (bad credentials switch it off and the
+        admins hear of it); a 5xx, a timeout or a 429 sends the task back to
+        the dispatcher once, which may pick another vendor. True when sent back."""
+        error = ERROR_KINDS.get(state.error_kind or "", ProviderError)(state.error_detail)
+        change = self.registry.record_failure(provider.id, error)
+        if change is not None and self.tell_admins is not None:
+            await self.tell_admins(provider.id, error, change)
+        if not error.transient:  # out of credit, refused: the user hears that reason
+            return False
+        return await self.run_again(
+            task, provider, f"its call failed ({error.kind})", lease_token=lease_token,
+            delay=retry_delay(1, error.retry_after),
+        )
 
     async def _succeed(self, task: Task, provider: Provider, state: JobState, lease_token: str | None) -> None:
         if not state.images and not state.vendor_data.get("description"):
@@ -151,6 +188,9 @@ class Outcomes:
             if self.ask_for_text is not None:
                 await self.ask_for_text(fresh)  # the vendor waits for the user's words
             return
+        question = fresh.result_meta.get("question") if fresh is not None else None
+        if isinstance(question, int) and question < 0:  # answered, and the vendor has moved on
+            await self.tasks.swap_question(task.id, question, None)
         if fresh is not None and fresh.status in AT_VENDOR:
             preview = state.preview or await self._preview_of(task, state)
             await self.reporter.show(fresh, status_text(fresh, provider.title), preview=preview)

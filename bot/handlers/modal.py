@@ -24,12 +24,14 @@ async def feed(svc: Services, message: Message, who: Requester, text: str) -> bo
     provider = svc.registry.get(task.provider or "") if task else None
     if task is None or provider is None or task.provider_job_id is None:
         return False
-    if not await tasks.swap_question(task.id, target.message_id, None):
-        return True  # answered a moment ago (a double send)
+    answered = -target.message_id
+    if not await tasks.swap_question(task.id, target.message_id, answered):
+        await reply(message, t(who.language, "modal_already", task_id=task.id))
+        return True  # answered already: not a new prompt either
     try:
         await provider.answer_modal(task.provider_job_id, text.strip() or task.params.get("prompt") or "")
     except ProviderError as exc:
-        await tasks.swap_question(task.id, None, target.message_id)  # the question stays open
+        await tasks.swap_question(task.id, answered, target.message_id)  # the question stays open
         await reply(message, t(who.language, "modal_failed", reason=kind_reason(who.language, exc.kind).removeprefix("❌ ")))
         return True
     await reply(message, t(who.language, "modal_sent", task_id=task.id))

@@ -4,6 +4,7 @@ guided conversation)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import logging
@@ -22,6 +23,7 @@ from providers.errors import ProviderError
 from storage.models import ACTIVE_STATUSES, AT_VENDOR, Task, TaskStatus
 
 log = logging.getLogger(__name__)
+STOP_WAIT_SECONDS = 10.0  # a vendor slow to stop a job does not hold the user's /cancel
 
 RECENT = 10
 ICONS = {
@@ -116,7 +118,10 @@ async def stop_at_vendor(svc: Services, task: Task) -> None:
     if provider is None or task.provider_job_id is None or task.status not in AT_VENDOR:
         return
     try:
-        stopped = await provider.cancel(task.provider_job_id)
+        stopped = await asyncio.wait_for(provider.cancel(task.provider_job_id), STOP_WAIT_SECONDS)
+    except TimeoutError:
+        log.info("task %s: %s did not answer the cancel in time", task.id, provider.id)
+        return
     except ProviderError as exc:
         log.info("task %s: %s could not stop it: %s", task.id, provider.id, exc.kind)
         return

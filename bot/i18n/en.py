@@ -58,6 +58,7 @@ MESSAGES: dict[str, str] = {
     "caption": "<b>{prompt}</b>\n{vendor} · task #{task_id}",
     "caption_revised": "✏️ Drawn as: <i>{prompt}</i>",
     "modal_ask": "✏️ Task #{task_id}: Midjourney needs your words for this step. Reply to this message with the prompt (for Custom Zoom add e.g. --zoom 1.8).",
+    "modal_already": "Task #{task_id} has its text already; it goes on.",
     "modal_sent": "✅ Sent. Task #{task_id} goes on.",
     "modal_failed": "❌ The vendor did not take that text: {reason}",
     "blend_needs_images": "Send an album of {low}–{high} photos with the caption /blend (add --ar 2:3 or 3:2 for the shape).",

@@ -51,6 +51,7 @@ MESSAGES: dict[str, str] = {
     "caption": "<b>{prompt}</b>\n{vendor} · 任务 #{task_id}",
     "caption_revised": "✏️ 实际绘制：<i>{prompt}</i>",
     "modal_ask": "✏️ 任务 #{task_id}：Midjourney 需要你为这一步输入文字。请回复此消息并写上提示词（自定义缩放可加 --zoom 1.8）。",
+    "modal_already": "任务 #{task_id} 已收到文字，正在继续。",
     "modal_sent": "✅ 已发送，任务 #{task_id} 继续进行。",
     "modal_failed": "❌ 服务商没有接受这段文字：{reason}",
     "blend_needs_images": "请发送 {low}–{high} 张照片组成的相册，并以 /blend 作为说明（可加 --ar 2:3 或 3:2 指定形状）。",

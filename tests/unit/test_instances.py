@@ -125,3 +125,9 @@ async def test_a_second_midjourney_proxy_with_its_own_secret() -> None:
     assert (adapter.id, adapter.base_url, adapter.secret("mj_proxy_api_secret")) == (
         "mj-backup", "http://10.0.0.5:8080", "backup-secret")
     assert bare.auth is None
+
+
+def test_an_instance_on_another_host_gets_no_key_pair_of_the_kind_either() -> None:
+    view = instance_settings(Instance(id="zq2", kind="zhiqite", base_url="https://other.example"), Zhiqite,
+                             settings(zhiqite_access_key_id="AKID", zhiqite_access_key_secret="SEKRET"))
+    assert Zhiqite.credentials.lookup(view) is None

@@ -292,3 +292,36 @@ async def test_a_relay_edit_sends_one_image_and_reads_a_url_answer() -> None:
     assert b'name="model"\r\n\r\nflux-kontext-pro' in request.content
     assert b'name="image"; filename="image.png"' in request.content
     assert submitted.state is not None and submitted.state.images[0].url == "https://relay.example/out.png"
+
+
+async def test_shutdown_never_starts_a_call_that_was_still_waiting() -> None:
+    jobs = InProcessJobs(concurrency=1, answer_within=0.01)
+    started: list[str] = []
+
+    def call(name: str, seconds: float):  # type: ignore[no-untyped-def]
+        async def run() -> JobState:
+            started.append(name)
+            await asyncio.sleep(seconds)
+            return JobState(status=JobStatus.SUCCEEDED)
+        return run
+
+    await jobs.start("a", call("a", 0.2))
+    await jobs.start("b", call("b", 5.0))  # waits for the one slot
+    await jobs.aclose(grace=1.0)  # "a" ends within the grace; "b" must not start then
+    assert started == ["a"]
+
+
+async def test_a_resubmit_gets_the_answer_nobody_applied_not_a_second_call() -> None:
+    jobs = InProcessJobs(concurrency=1, answer_within=0.01)
+    calls = 0
+
+    async def call() -> JobState:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return JobState(status=JobStatus.SUCCEEDED)
+
+    assert await jobs.start("x", call) is None
+    await asyncio.sleep(0.1)  # it ended; no listener applied it
+    again = await jobs.start("x", call)
+    assert again is not None and again.status is JobStatus.SUCCEEDED and calls == 1

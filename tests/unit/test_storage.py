@@ -516,9 +516,13 @@ async def test_a_question_is_claimed_once_and_found_by_its_message(store: Store)
     found = await store.tasks.asking(task.chat_id, task.user_id, 777)
     assert found is not None and found.id == task.id and found.result_meta == {"question": 777}
     assert await store.tasks.asking(task.chat_id, task.user_id + 1, 777) is None  # someone else's reply
-    assert await store.tasks.swap_question(task.id, 777, None)  # answered
-    assert not await store.tasks.swap_question(task.id, 777, None)  # answered twice: once only
+    assert await store.tasks.swap_question(task.id, 777, -777)  # answered
+    assert not await store.tasks.swap_question(task.id, 777, -777)  # answered twice: once only
+    assert (await store.tasks.asking(task.chat_id, task.user_id, 777)).id == task.id  # still its question
+    assert await store.tasks.swap_question(task.id, -777, None)  # the vendor moved on
     assert (await store.tasks.get(task.id)).result_meta == {}
+    await store.tasks.transition(task.id, S.RUNNING, S.CANCELLED)
+    assert not await store.tasks.swap_question(task.id, None, 0)  # a finished task asks nothing
 
 
 async def test_update_sets_bookkeeping(store: Store) -> None:
