@@ -296,6 +296,8 @@ class OpenAI(HttpProvider):
         self.max_prompt_chars = self.model.max_prompt_chars
         self.typical_seconds = self.model.typical_seconds
         self.jobs = InProcessJobs(self.max_concurrent_jobs, self.answer_within)
+        # A job split into several calls (dall-e-3's n = 1) counts each call.
+        self._call_slots = asyncio.Semaphore(self.max_concurrent_jobs)
 
     @classmethod
     def options_from(cls, settings: Any) -> dict[str, Any]:
@@ -346,7 +348,7 @@ class OpenAI(HttpProvider):
         """All the calls of one job; images from the calls that worked (a
         partial result is better than paying for images nobody sees)."""
         counts = calls_for(spec.params.n, self.model)
-        results = await asyncio.gather(*(self._one_call(spec, n) for n in counts), return_exceptions=True)
+        results = await asyncio.gather(*(self._bounded_call(spec, n) for n in counts), return_exceptions=True)
         states = [r for r in results if isinstance(r, JobState)]
         if not states:
             raise next(r for r in results if isinstance(r, BaseException))
@@ -355,6 +357,10 @@ class OpenAI(HttpProvider):
             log.warning("%s: %d of %d calls failed; delivering %d image(s)", self.id,
                         len(counts) - len(states), len(counts), len(images))
         return states[0].model_copy(update={"images": images})
+
+    async def _bounded_call(self, spec: JobSpec, n: int) -> JobState:
+        async with self._call_slots:
+            return await self._one_call(spec, n)
 
     async def _one_call(self, spec: JobSpec, n: int) -> JobState:
         model = self.model

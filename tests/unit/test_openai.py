@@ -9,6 +9,7 @@ import base64
 import io
 import logging
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -325,3 +326,22 @@ async def test_a_resubmit_gets_the_answer_nobody_applied_not_a_second_call() -> 
     await asyncio.sleep(0.1)  # it ended; no listener applied it
     again = await jobs.start("x", call)
     assert again is not None and again.status is JobStatus.SUCCEEDED and calls == 1
+
+
+async def test_split_calls_count_against_the_vendors_concurrency() -> None:
+    running = peak = 0
+
+    async def server(request: httpx.Request) -> httpx.Response:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return json_response({"data": [{"b64_json": b64(png())}]})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server)) as client:
+        provider = o.OpenAI(client, secrets={"openai_api_key": KEY}, base_url=BASE, model="dall-e-3")
+        provider._call_slots = asyncio.Semaphore(2)
+        submitted = await provider.submit(make_spec(prompt="x", n=4))
+    assert submitted.state is not None and len(submitted.state.images) == 4
+    assert peak == 2
