@@ -35,7 +35,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from tests.fakes.vendor import (CallbackAttempt, FakeVendor, FetchRecord, JSONResponse, Request,
+from tests.fakes.vendor import (FakeVendor, FetchRecord, JSONResponse, Request,
                                 Response, Route, Starlette, _face_pasted, _is_http, _json_problem,
                                 _png, _required_strings, _rgb, _size_of, _upscaled, _url_problem)
 
@@ -71,6 +71,7 @@ class FakeTask:
 
 
 class FakeAihuihua(FakeVendor):
+    waits_for_final_callbacks = True  # progress callbacks come and go between
     api_paths = (API,)
     endpoint_in_path = True
     code_faults = True  # fail_next(9) answers {"code": 9, ...}
@@ -151,13 +152,6 @@ class FakeAihuihua(FakeVendor):
 
     def status(self, task_id: str) -> str:
         return self._phase(self.task(task_id))[0]
-
-    async def wait_for_callbacks(
-        self, count: int, timeout: float = 3.0, *, final: bool = True
-    ) -> list[CallbackAttempt]:
-        """As FakeVendor's, but by default counts (and returns) only the
-        callbacks that end a task: the progress ones come and go between."""
-        return await super().wait_for_callbacks(count, timeout, final=final)
 
     # ---- the API ---------------------------------------------------------
 

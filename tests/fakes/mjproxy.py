@@ -54,7 +54,6 @@ from typing import Any, ClassVar
 from PIL import Image, ImageDraw, ImageFilter
 
 from tests.fakes.vendor import (
-    CallbackAttempt,
     FakeVendor,
     JSONResponse,
     Request,
@@ -133,6 +132,7 @@ class MjTask:
 
 
 class FakeMjProxy(FakeVendor):
+    waits_for_final_callbacks = True  # progress callbacks come and go between
     api_paths = (API,)
     endpoint_in_path = True
     code_faults = True  # fail_next(9) answers {"code": 9, ...}
@@ -226,15 +226,10 @@ class FakeMjProxy(FakeVendor):
     def cancel(self, task_id: str) -> None:
         """Ends the task now in CANCEL (trueai). novicezk has no CANCEL status
         [source: its TaskStatus]: there the task ends in FAILURE instead."""
-        task = self.task(task_id)
-        if self._phase(task)[0] in FINAL:
-            return
-        task.ended_at = self.now()
-        if task.queued_at is None:
-            task.queued_at = self.now()
-        task.end_kind = "CANCEL" if self.trueai else "FAILURE"
-        if not self.trueai:
-            task.fail_reason = "任务已取消"
+        if self.trueai:
+            self._end(task_id, "CANCEL")
+        else:
+            self._end(task_id, "FAILURE", "任务已取消")
 
     def fail_task_next(self, reason: str = "[Invalid parameter] Invalid value") -> None:
         """The next task created ends in FAILURE with this failReason (after SUBMITTED)."""
@@ -242,13 +237,18 @@ class FakeMjProxy(FakeVendor):
 
     def fail_task(self, task_id: str, reason: str = "[Invalid parameter] Invalid value") -> None:
         """Ends a running task now in FAILURE."""
+        self._end(task_id, "FAILURE", reason)
+
+    def _end(self, task_id: str, kind: str, reason: str = "") -> None:
         task = self.task(task_id)
         if self._phase(task)[0] in FINAL:
             return
         task.ended_at = self.now()
         if task.queued_at is None:
             task.queued_at = self.now()
-        task.end_kind, task.fail_reason = "FAILURE", reason
+        task.end_kind = kind
+        if reason:
+            task.fail_reason = reason
 
     def button_ids(self, task_id: str) -> list[str]:
         """The customIds a SUCCESS task offers (trueai's ``buttons``)."""
@@ -257,12 +257,6 @@ class FakeMjProxy(FakeVendor):
     def file_bytes(self, url: str) -> bytes:
         """A result file's PNG by its URL (or name), whatever its age."""
         return self.files[url.rstrip("/").rsplit("/", 1)[-1]][0]
-
-    async def wait_for_callbacks(
-        self, count: int, timeout: float = 3.0, *, final: bool = True
-    ) -> list[CallbackAttempt]:
-        """By default counts (and returns) the callbacks that end a task."""
-        return await super().wait_for_callbacks(count, timeout, final=final)
 
     # ---- the API -----------------------------------------------------------
 

@@ -40,7 +40,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageOps
 
 from tests.fakes.vendor import (FakeVendor, JSONResponse, Part, RecordedRequest, Request, Response,
-                                Route, Starlette, _is_int, _picture, _png, _rgb, html,
+                                Route, Starlette, _image_format, _is_int, _picture, _png, _rgb, html,
                                 parse_parts)
 
 DEFAULT_KEY = "sk-test-fake"
@@ -443,7 +443,7 @@ class FakeOpenAI(FakeVendor):
                 raise Refused(_error(400, "Invalid 'mask': expected a single file.",
                                      param="mask", code="invalid_value"))
             mask = masks[0].data
-            if _format_of(mask) != "PNG" or masks[0].filename is None:
+            if _image_format(mask) != "PNG" or masks[0].filename is None:
                 raise Refused(_error(400, "Invalid mask image format - mask must be a PNG "
                                      "file.", param="mask", code="invalid_image_format"))
             with Image.open(io.BytesIO(mask)) as img:
@@ -822,14 +822,6 @@ def _check_gpt_image(params: dict[str, Any], endpoint: str, multipart: bool) -> 
                              param="partial_images", code="invalid_value"))
 
 
-def _format_of(data: bytes) -> str | None:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-            return img.format
-    except Exception:  # noqa: BLE001 — any Pillow failure means "not an image"
-        return None
-
 
 def _size_of_part(part: Part) -> tuple[int, int]:
     with Image.open(io.BytesIO(part.data)) as img:
@@ -837,7 +829,7 @@ def _size_of_part(part: Part) -> tuple[int, int]:
 
 
 def _check_image(part: Part, rules: Rules, *, alpha: bool) -> None:
-    fmt = _format_of(part.data)
+    fmt = _image_format(part.data)
     if rules.edit_check_mime:
         mime = (part.content_type or "application/octet-stream").split(";")[0].strip().lower()
         allowed = [GPT_IMAGE_FORMATS[f] for f in rules.edit_formats]

@@ -216,11 +216,16 @@ class FakeVendor:
     def fetched_urls(self) -> list[str]:
         return [record.url for record in self.fetches]
 
+    # Vendors that also call back on progress: wait_for_callbacks counts
+    # only the callbacks that end a job unless told otherwise.
+    waits_for_final_callbacks: ClassVar[bool] = False
+
     async def wait_for_callbacks(
-        self, count: int, timeout: float = 3.0, *, final: bool = False
+        self, count: int, timeout: float = 3.0, *, final: bool | None = None
     ) -> list[CallbackAttempt]:
         """Once ``count`` callback attempts were made (with ``final``: that
         many carrying a job's last word), those attempts."""
+        final = self.waits_for_final_callbacks if final is None else final
         deadline = time.monotonic() + timeout
         while len(chosen := self._attempts(final)) < count:
             if time.monotonic() > deadline:
