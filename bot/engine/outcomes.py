@@ -4,6 +4,7 @@ arrives second changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 # A task whose in-process call was lost (or failed late) is run again this often.
 MAX_RERUNS = 1
+STOP_WAIT_SECONDS = 10.0  # for a vendor to stop a job nobody wants any more
 
 
 class Outcomes:
@@ -45,6 +47,7 @@ class Outcomes:
         self.tell_admins = tell_admins
         # The preview URL each running task showed last: each picture is fetched once.
         self._previews: dict[int, str] = {}
+        self._showing: set[asyncio.Task[None]] = set()  # preview downloads, kept referenced
 
     def has_callback(self, task: Task, provider: Provider) -> bool:
         """Whether the vendor was given a callback URL for this task."""
@@ -62,8 +65,10 @@ class Outcomes:
         *,
         lease_token: str | None = None,
         expect: frozenset[TaskStatus] | tuple[TaskStatus, ...] = tuple(ACTIVE_STATUSES),
+        job_over: bool = False,
     ) -> bool:
-        """Mark the task failed with the reason; delivery tells the user."""
+        """Mark the task failed with the reason; delivery tells the user.
+        Unless the vendor said the job is over (``job_over``), it is stopped there."""
         failed = await self.tasks.transition(
             task.id,
             expect,
@@ -77,20 +82,25 @@ class Outcomes:
             log.info("task %s failed: %s %s", task.id, kind, detail[:200])
             self.reporter.forget(task.id)
             self.wake_delivery()
-            await self.stop_call(task)
+            if not job_over:
+                await self.stop_call(task)
         return failed
 
     async def stop_call(self, task: Task) -> None:
-        """A task that will never use its result: a call of ours still waiting
-        or running (an A1111 job in line) is stopped, so it does not hold the
-        line for live tasks."""
+        """A task that will never use its result (failed, cancelled): its job
+        is stopped where the vendor can stop it, so it does not hold the line
+        for live tasks (an A1111 job waiting for the GPU, a proxy's queue).
+        Bounded: a vendor slow to stop holds nobody."""
         provider = self.registry.get(task.provider or "")
-        if provider is None or not provider.jobs_in_process or not task.provider_job_id:
+        if provider is None or not task.provider_job_id:
             return
         try:
-            await provider.cancel(task.provider_job_id)
+            if await asyncio.wait_for(provider.cancel(task.provider_job_id), STOP_WAIT_SECONDS):
+                log.info("task %s: stopped at %s", task.id, provider.id)
+        except TimeoutError:
+            log.info("task %s: %s did not answer the cancel in time", task.id, provider.id)
         except ProviderError as exc:
-            log.info("task %s: could not stop its call: %s", task.id, exc.kind)
+            log.info("task %s: %s could not stop it: %s", task.id, provider.id, exc.kind)
 
     async def run_again(
         self, task: Task, provider: Provider, why: str, *, lease_token: str | None, delay: float = 0.0
@@ -121,7 +131,8 @@ class Outcomes:
         ):
             return
         elif state.status == JobStatus.FAILED:
-            await self.fail(task, state.error_kind or "error", state.error_detail, lease_token=lease_token, expect=AT_VENDOR)
+            await self.fail(task, state.error_kind or "error", state.error_detail, lease_token=lease_token,
+                            expect=AT_VENDOR, job_over=True)
         else:
             await self._progress(task, provider, state, lease_token)
 
@@ -191,15 +202,25 @@ class Outcomes:
         question = fresh.result_meta.get("question") if fresh is not None else None
         if isinstance(question, int) and question < 0:  # answered, and the vendor has moved on
             await self.tasks.swap_question(task.id, question, None)
-        if fresh is not None and fresh.status in AT_VENDOR:
-            preview = state.preview or await self._preview_of(task, state)
-            await self.reporter.show(fresh, status_text(fresh, provider.title), preview=preview)
-
-    async def _preview_of(self, task: Task, state: JobState) -> bytes | None:
+        if fresh is None or fresh.status not in AT_VENDOR:
+            return
+        text = status_text(fresh, provider.title)
         url = state.preview_url
-        if not url or self.fetch_preview is None or self._previews.get(task.id) == url:
-            return None
-        if len(self._previews) > 1000:  # finished tasks' entries: forget them all now and then
-            self._previews.clear()
-        self._previews[task.id] = url
-        return await self.fetch_preview(url)
+        if state.preview is None and url and self.fetch_preview is not None and self._previews.get(task.id) != url:
+            # A picture to download first: not while the vendor's callback (or
+            # the poller's lease) waits on us.
+            if len(self._previews) > 1000:  # finished tasks' entries: forget them all now and then
+                self._previews.clear()
+            self._previews[task.id] = url
+            showing = asyncio.get_running_loop().create_task(self._show_preview(fresh, text, url))
+            self._showing.add(showing)
+            showing.add_done_callback(self._showing.discard)
+            return
+        await self.reporter.show(fresh, text, preview=state.preview)
+
+    async def _show_preview(self, task: Task, text: str, url: str) -> None:
+        assert self.fetch_preview is not None
+        try:
+            await self.reporter.show(task, text, preview=await self.fetch_preview(url))
+        except Exception:  # a preview is a nicety; the next report shows the status anyway
+            log.exception("task %s: preview not shown", task.id)

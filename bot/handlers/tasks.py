@@ -4,10 +4,8 @@ guided conversation)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import html
-import logging
 import time
 
 from telegram import Update
@@ -19,11 +17,8 @@ from bot.engine.progress import short_prompt
 from bot.handlers.common import Requester, reply, requester
 from bot.i18n import t
 from bot.services import Services, services
-from providers.errors import ProviderError
-from storage.models import ACTIVE_STATUSES, AT_VENDOR, Task, TaskStatus
+from storage.models import ACTIVE_STATUSES, Task, TaskStatus
 
-log = logging.getLogger(__name__)
-STOP_WAIT_SECONDS = 10.0  # a vendor slow to stop a job does not hold the user's /cancel
 
 RECENT = 10
 ICONS = {
@@ -113,22 +108,6 @@ async def show_task(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         )
 
 
-async def stop_at_vendor(svc: Services, task: Task) -> None:
-    provider = svc.registry.get(task.provider or "")
-    if provider is None or task.provider_job_id is None or task.status not in AT_VENDOR:
-        return
-    try:
-        stopped = await asyncio.wait_for(provider.cancel(task.provider_job_id), STOP_WAIT_SECONDS)
-    except TimeoutError:
-        log.info("task %s: %s did not answer the cancel in time", task.id, provider.id)
-        return
-    except ProviderError as exc:
-        log.info("task %s: %s could not stop it: %s", task.id, provider.id, exc.kind)
-        return
-    if stopped:
-        log.info("task %s: stopped at %s", task.id, provider.id)
-
-
 async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     svc = services(context)
     message = update.effective_message
@@ -154,7 +133,7 @@ async def cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     # Where the vendor can stop the job, it is stopped; elsewhere it runs on
     # and its result is dropped (the task is no longer active).
-    await stop_at_vendor(svc, task)
+    await svc.engine.outcomes.stop_call(task)
     svc.engine.reporter.forget(task.id)
     done = t(who.language, "task_cancelled", task_id=task.id)
     if task.status_message_id is not None:
