@@ -3,6 +3,8 @@ often than Telegram tolerates (about 1/s in private chats, 3 s in groups)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import logging
 import time
@@ -13,7 +15,7 @@ from telegram.error import BadRequest, TelegramError
 
 from bot.i18n import t
 from bot.telegram_limits import telegram_busy
-from storage.models import Task
+from storage.models import ACTIVE_STATUSES, Task
 from storage.tasks import TaskRepository
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,10 @@ def status_text(
 
 class StatusReporter:
     """Edits status messages, throttled per chat. Progress edits are best
-    effort: a skipped one is replaced by the next. When the vendor sends an
-    intermediate preview, the status becomes a photo showing it."""
+    effort: a skipped one is replaced by the next, and the last one skipped
+    is shown once the chat may be edited again (a vendor that reports only
+    changes, such as a queue place, may not send a next). When the vendor
+    sends an intermediate preview, the status becomes a photo showing it."""
 
     def __init__(self, bot: Bot, tasks: TaskRepository) -> None:
         self.bot = bot
@@ -66,6 +70,9 @@ class StatusReporter:
         self._last_text: dict[int, str] = {}  # task id → text shown
         self._last_edit: dict[int, float] = {}  # chat id → monotonic time
         self._photo_status: set[int] = set()  # task ids whose status is a photo
+        # Skipped edits, newest per task: (chat id, text, preview), shown later.
+        self._deferred: dict[int, tuple[int, str, bytes | None]] = {}
+        self._flushing: dict[int, asyncio.Task[None]] = {}  # chat id → its pending flush
 
     def acknowledged(self, task: Task, text: str) -> None:
         """The status message was just sent with ``text``: it counts as the
@@ -74,14 +81,19 @@ class StatusReporter:
         self._last_text[task.id] = text
 
     async def show(self, task: Task, text: str, *, preview: bytes | None = None, force: bool = False) -> None:
-        if task.status_message_id is None or (self._last_text.get(task.id) == text and preview is None):
+        if self._last_text.get(task.id) == text and preview is None:
+            self._deferred.pop(task.id, None)
             return
         interval = GROUP_EDIT_INTERVAL if task.in_group else PRIVATE_EDIT_INTERVAL
         now = time.monotonic()
-        if not force and now - self._last_edit.get(task.chat_id, -interval) < interval:
+        if task.status_message_id is None or (not force and (
+            now - self._last_edit.get(task.chat_id, -interval) < interval or telegram_busy(self.bot)
+        )):
+            # Not yet (no status message recorded, the chat edited a moment
+            # ago, or acknowledgements and results go first): later.
+            self._defer(task, text, preview, interval)
             return
-        if not force and telegram_busy(self.bot):
-            return  # best effort: acknowledgements and results go first
+        self._deferred.pop(task.id, None)
         self._last_edit[task.chat_id] = now
         self._last_text[task.id] = text
         try:
@@ -144,3 +156,39 @@ class StatusReporter:
     def forget(self, task_id: int) -> None:
         self._last_text.pop(task_id, None)
         self._photo_status.discard(task_id)
+        self._deferred.pop(task_id, None)
+
+    def _defer(self, task: Task, text: str, preview: bytes | None, interval: float) -> None:
+        earlier = self._deferred.get(task.id)
+        if preview is None and earlier is not None and earlier[2] is not None:
+            preview = earlier[2]  # a newer line of text keeps the picture not shown yet
+        self._deferred[task.id] = (task.chat_id, text, preview)
+        flushing = self._flushing.get(task.chat_id)
+        if flushing is None or flushing.done():
+            self._flushing[task.chat_id] = asyncio.get_running_loop().create_task(
+                self._flush(task.chat_id, interval), name=f"status-flush-{task.chat_id}")
+
+    async def _flush(self, chat_id: int, interval: float) -> None:
+        """Show the chat's skipped edits, one per interval, each from the
+        task as it is then (one that ended meanwhile shows nothing)."""
+        while True:
+            wait = self._last_edit.get(chat_id, -interval) + interval - time.monotonic()
+            await asyncio.sleep(max(wait, 0.05))
+            waiting = [task_id for task_id, entry in self._deferred.items() if entry[0] == chat_id]
+            if not waiting:
+                self._flushing.pop(chat_id, None)
+                return
+            task_id = waiting[0]
+            _, text, preview = self._deferred.pop(task_id)
+            with contextlib.suppress(Exception):  # best effort, as every progress edit
+                fresh = await self.tasks.get(task_id)
+                if (fresh is not None and fresh.status in ACTIVE_STATUSES and fresh.status_message_id is not None
+                        and self._last_text.get(task_id) != text):
+                    await self.show(fresh, text, preview=preview)
+
+    async def aclose(self) -> None:
+        for flushing in list(self._flushing.values()):
+            flushing.cancel()
+            with contextlib.suppress(BaseException):
+                await flushing
+        self._flushing.clear()
