@@ -15,6 +15,7 @@ from bot.app import Drawbridge
 from bot.config import ConfigError, Settings, load_settings
 from bot.logs import setup_logging
 from providers.base import DEFAULT_TIMEOUT
+from providers.comfyui_workflow import WorkflowError
 from providers.credentials import CredentialError
 from providers.instances import ProvidersFileError, instance_secrets
 from providers.http import HttpProvider
@@ -28,7 +29,7 @@ USAGE = "usage: python -m bot [run|check]"
 def build_registry(settings: Settings, client: httpx.AsyncClient) -> Registry:
     try:
         return Registry.from_settings(settings, client)
-    except (CredentialError, ProvidersFileError) as exc:
+    except (CredentialError, ProvidersFileError, WorkflowError) as exc:
         raise ConfigError(str(exc)) from None
     except ValueError as exc:
         raise ConfigError(f"DEFAULT_PROVIDER is invalid: {exc}") from None
@@ -46,7 +47,8 @@ async def check(settings: Settings) -> int:
         print(f"  Public base URL  {settings.public_base_url or '(not set: vendors that need image URLs or callbacks are limited)'}")
         print("Vendors:")
         probes = await asyncio.gather(*(p.probe() for p in registry.providers.values()))
-        for (vendor_id, provider), probe in zip(registry.providers.items(), probes, strict=True):
+        problems = await asyncio.gather(*(p.problems() for p in registry.providers.values()))
+        for (vendor_id, provider), probe, found in zip(registry.providers.items(), probes, problems, strict=True):
             available = registry.capabilities(provider)
             caps = ", ".join(
                 c.value if c in available else f"({c.value}: needs PUBLIC_BASE_URL)"
@@ -56,12 +58,17 @@ async def check(settings: Settings) -> int:
             details = f" [{provider.details()}]" if provider.details() else ""
             print(f"  {vendor_id}{default}{details}: {caps}")
             print(f"      {probe}")
+            for problem in found:
+                print(f"      ✗ {problem}")
         missing = [cls for cls in VENDOR_CLASSES if cls.id not in registry.providers]
         if missing:
             print("Not configured (set these to enable):")
         for cls in missing:
             if issubclass(cls, HttpProvider):
                 print(f"  {cls.id}: {cls.credentials.describe()}")
+    if any(problems):
+        print(f"drawbridge: {sum(map(len, problems))} problem(s) with a vendor's setup, shown with ✗ above", file=sys.stderr)
+        return 1
     return 0
 
 

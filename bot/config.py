@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # An AUTOMATIC1111 / Forge webui with --api: set = enabled; user:pass for --api-auth.
     a1111_base_url: str = ""
     a1111_auth: SecretStr | None = None
+    # A ComfyUI: set = enabled; a bearer token for a proxy in front; the
+    # operator's API-format workflows, <capability>.json (shipped defaults for the rest).
+    comfyui_base_url: str = ""
+    comfyui_token: SecretStr | None = None
+    comfyui_workflows_dir: str = ""
     sandbox_enabled: bool = False
     # Not part of the operator contract: how long a sandbox job pretends to take.
     sandbox_job_seconds: float = Field(default=4.0, ge=0.0, le=600.0)
@@ -98,6 +103,7 @@ class Settings(BaseSettings):
         "openai_base_url",
         "mj_proxy_base_url",
         "a1111_base_url",
+        "comfyui_base_url",
     )
     @classmethod
     def _http_url(cls, value: str) -> str:

@@ -7,7 +7,7 @@ registry can route without instantiating anything vendor-specific.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -60,6 +60,12 @@ class Provider(ABC):
     # The job is our own call running in this process (providers.inprocess):
     # it ends by telling the listener, and a restart loses it.
     jobs_in_process: ClassVar[bool] = False
+    # A job the vendor no longer knows (JobNotFound) was lost with the
+    # vendor's own queue (a restarted ComfyUI): run the task again, once.
+    rerun_lost_jobs: ClassVar[bool] = False
+    # Its jobs' news went to the process that submitted them (our own
+    # calls, a websocket): after a restart their tasks are looked at at once.
+    news_to_submitter: ClassVar[bool] = False
     price: int | None = None  # credits per job, from PROVIDERS_FILE
 
     def __init__(self, client: httpx.AsyncClient, base_url: str = "") -> None:
@@ -143,7 +149,21 @@ class Provider(ABC):
         raise BadRequest(f"{self.id} asks for no text")
 
     def listen(self, listener: JobListener) -> None:
-        """Where a vendor whose jobs run in this process reports their ends."""
+        """Where a vendor that reports its jobs itself (calls running in this
+        process, a websocket) tells their states."""
+
+    def on_push_lost(self, poll_now: Callable[[], Awaitable[None]]) -> None:
+        """Where a vendor whose push channel broke asks for its jobs to be
+        polled now (their next poll was set far off while it pushed)."""
+
+    def pushes_states(self, job_id: str | None) -> bool:
+        """Whether the vendor tells us about this job itself right now (a
+        live websocket that follows it): polling is then only a safety net."""
+        return False
+
+    async def problems(self) -> list[str]:
+        """What the live vendor would refuse in our configuration (check)."""
+        return []
 
     async def aclose(self) -> None:
         """Stop what the adapter runs in the background (shutdown)."""

@@ -13,6 +13,7 @@ import httpx
 from providers.base import Provider
 from providers.errors import ProviderError
 from providers.a1111 import A1111
+from providers.comfyui import ComfyUI
 from providers.aichatapi import Aichatapi
 from providers.aihuihua import Aihuihua
 from providers.apispace import Apispace
@@ -25,7 +26,7 @@ from providers.types import Capability
 from providers.zhiqite import Zhiqite
 
 # Every real vendor adapter, in the order "first configured" means (PRODUCT.md §2).
-VENDOR_CLASSES: tuple[type[Provider], ...] = (Aichatapi, Apispace, Zhiqite, Juhe, Aihuihua, OpenAI, MjProxy, A1111)
+VENDOR_CLASSES: tuple[type[Provider], ...] = (Aichatapi, Apispace, Zhiqite, Juhe, Aihuihua, OpenAI, MjProxy, A1111, ComfyUI)
 ALL_IDS: tuple[str, ...] = tuple(cls.id for cls in VENDOR_CLASSES) + (Sandbox.id,)
 # What a PROVIDERS_FILE entry's ``kind`` may name.
 KINDS: dict[str, type[Provider]] = {cls.id: cls for cls in VENDOR_CLASSES}

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -82,6 +83,7 @@ class Engine:
         self.poller = Poller(store.tasks, registry, self.outcomes, gate)
         for provider in registry.providers.values():
             provider.listen(self._job_listener(provider))
+            provider.on_push_lost(self._poll_now(provider))
         self.sender = ResultSender(bot, codec, registry)
         self.delivery = Delivery(store.tasks, self.outcomes, bot, self.sender, http, allow_private_urls)
         self._runners: list[asyncio.Task[None]] = []
@@ -99,8 +101,9 @@ class Engine:
         released = await self.store.tasks.release_leases()
         if released:
             log.info("resuming %d task(s) that were in hand when the bot last stopped", released)
-        # Calls that ran in the process that stopped are gone: find out now.
-        in_process = [p.id for p in self.registry.providers.values() if p.jobs_in_process]
+        # Calls that ran in the process that stopped are gone, and news that
+        # went to it will not come to us: find out now.
+        in_process = [p.id for p in self.registry.providers.values() if p.jobs_in_process or p.news_to_submitter]
         await self.store.tasks.make_due(in_process, AT_VENDOR)
         self._runners = [
             asyncio.create_task(stage.run(), name=stage.name)
@@ -125,6 +128,7 @@ class Engine:
         self._runners = []
         for provider in self.registry.providers.values():
             await provider.aclose()
+        await self.reporter.aclose()
 
     async def _housekeeping(self) -> None:
         """Drop expired /media links and finished conversations now and then."""
@@ -183,6 +187,15 @@ class Engine:
             log.warning("task %s: could not ask for the vendor's text: %s", task.id, exc)
         finally:  # whatever happened, the claim does not stay: asked, or free to ask again
             await tasks.swap_question(task.id, 0, asked.message_id if asked is not None else None)
+
+    def _poll_now(self, provider: Provider) -> Callable[[], Awaitable[None]]:
+        async def poll_now() -> None:
+            """The vendor's push channel broke: poll its jobs now, not at
+            the far-off safety-net time set while it pushed."""
+            await self.store.tasks.make_due([provider.id], AT_VENDOR)
+            self.poller.wake()
+
+        return poll_now
 
     def _job_listener(self, provider: Provider) -> JobListener:
         async def job_ended(job_id: str, state: JobState) -> bool:

@@ -162,7 +162,8 @@ class Dispatcher(StageLoop):
             lease_token=task.lease_token,
             next_run_at=min(task.deadline_at, now + first_poll_delay(
                 provider.typical_seconds, submitted.eta_seconds, provider.poll_policy,
-                has_callback=self.outcomes.has_callback(task, provider),
+                # With the job id: a push channel follows the job from now on.
+                has_callback=self.outcomes.has_callback(replace(task, provider_job_id=submitted.job_id), provider),
             )),
             provider=provider.id,
             provider_job_id=submitted.job_id,

@@ -50,7 +50,10 @@ class Outcomes:
         self._showing: set[asyncio.Task[None]] = set()  # preview downloads, kept referenced
 
     def has_callback(self, task: Task, provider: Provider) -> bool:
-        """Whether the vendor was given a callback URL for this task."""
+        """Whether the vendor tells us about this task itself: a callback URL
+        it was given, or a live push channel (ComfyUI's websocket)."""
+        if provider.pushes_states(task.provider_job_id):
+            return True
         return bool(provider.supports_callbacks and self.registry.has_public_url and task.callback_token)
 
     def vendor_title(self, vendor_id: str | None) -> str:

@@ -93,7 +93,7 @@ class Poller(StageLoop):
                 return {job_ids[0]: exc}
 
     async def _poll_failed(self, task: Task, provider: Provider, exc: ProviderError) -> None:
-        if isinstance(exc, JobNotFound) and provider.jobs_in_process:
+        if isinstance(exc, JobNotFound) and (provider.jobs_in_process or provider.rerun_lost_jobs):
             await self._lost_in_restart(task, provider)
             return
         attempts = task.attempts + 1
@@ -113,7 +113,8 @@ class Poller(StageLoop):
     async def _lost_in_restart(self, task: Task, provider: Provider) -> None:
         """The call was ours and died with the process that made it (the
         vendor may still have made, and billed, the image, but nobody can
-        fetch it). Run the task again, once; a second loss fails it."""
+        fetch it), or the vendor's own queue was lost. Run the task again,
+        once; a second loss fails it."""
         if not await self.outcomes.run_again(task, provider, "its call was lost in a restart", lease_token=task.lease_token):
             await self.outcomes.fail(
                 task, "interrupted", "the call was lost in a restart again",

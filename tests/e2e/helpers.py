@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import sys
+from pathlib import Path
 
 from PIL import Image
 
@@ -48,3 +52,24 @@ async def settled(bot, user_id: int, timeout: float = 10.0) -> list:  # type: ig
         if all(t.status.final for t in tasks) or time.monotonic() > deadline:
             return tasks
         await asyncio.sleep(0.05)
+
+
+def cli_env(**variables: str) -> dict[str, str]:
+    """The environment for ``python -m bot`` in a subprocess: this one
+    without any of the bot's own variables, plus ``variables``."""
+    ours = ("TELEGRAM_", "COMFYUI_", "A1111_", "OPENAI_", "MJ_PROXY_", "PROVIDERS_FILE", "DATABASE_URL")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(variables)
+    return env
+
+
+async def run_check(env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """``python -m bot check`` while this event loop goes on serving fakes."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "check", cwd=cwd, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()

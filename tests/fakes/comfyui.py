@@ -362,11 +362,12 @@ class FakeComfyUI(FakeVendor):
             await asyncio.sleep(0.005)
 
     @contextlib.asynccontextmanager
-    async def serve(self, host: str = "127.0.0.1") -> AsyncIterator[str]:
-        """Serve on a free loopback port (HTTP and websocket); yields the base URL."""
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        """Serve on a free loopback port (or ``port``: the same server back
+        after a restart) over HTTP and websocket; yields the base URL."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, 0))
+        sock.bind((host, port))
         port = sock.getsockname()[1]
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()

@@ -302,7 +302,7 @@ def test_every_vendor_module_is_registered() -> None:
                     and value.__module__ == loaded.__name__):
                 found.add(value.id)
     assert found == set(ALL_IDS)
-    assert [cls.id for cls in VENDOR_CLASSES] == ["aichatapi", "apispace", "zhiqite", "juhe", "aihuihua", "openai", "mjproxy", "a1111"]
+    assert [cls.id for cls in VENDOR_CLASSES] == ["aichatapi", "apispace", "zhiqite", "juhe", "aihuihua", "openai", "mjproxy", "a1111", "comfyui"]
 
 
 # --------------------------------------------------------------------------- #
