@@ -292,6 +292,16 @@ class A1111(HttpProvider):
         await self.call("/sdapi/v1/interrupt", lambda body: None, payload={}, timeout=SIDE_CALL_TIMEOUT)
         return True
 
+    async def probe(self) -> str:
+        """Reachable, and which checkpoints --model can name (check)."""
+        try:
+            models = await self.call("/sdapi/v1/sd-models", read_models, method="GET", allow_list=True,
+                                     timeout=SIDE_CALL_TIMEOUT)
+        except ProviderError as exc:
+            return f"unreachable ({exc.kind}: {exc.vendor_message[:80]})"
+        shown = ", ".join(models[:5]) + (f" and {len(models) - 5} more" if len(models) > 5 else "")
+        return f"reachable; checkpoints: {shown or 'none installed'}"
+
     async def _task_progress(self, job_id: str) -> JobState:
         return await self.call(
             "/internal/progress", read_task_progress, timeout=SIDE_CALL_TIMEOUT,

@@ -18,7 +18,7 @@ from providers import inprocess
 from providers.a1111 import A1111
 from providers.base import PollPolicy
 from tests.e2e.conftest import make_settings, running_bot
-from tests.e2e.helpers import png, result_after, settled
+from tests.e2e.helpers import cli_env, png, result_after, run_check, settled
 from tests.fakes.a1111 import FakeA1111
 from tests.fakes.server import serve
 from tests.fakes.telegram import FakeTelegram
@@ -124,3 +124,18 @@ async def test_providers_lists_the_webuis_checkpoints(tmp_path: Path, telegram: 
     await fake.aclose()
     assert "models (--model):" in (shown.text or "")
     assert fake.models and all(model["title"] in (shown.text or "") for model in fake.models)
+
+
+async def test_check_lists_the_checkpoints_and_says_when_the_webui_refuses(tmp_path: Path) -> None:
+    fake = FakeA1111(auth=AUTH)
+    async with serve(fake.app) as url:
+        ok, bad = await asyncio.gather(
+            run_check(cli_env(TELEGRAM_BOT_TOKEN="123:abc", A1111_BASE_URL=url, A1111_AUTH=":".join(AUTH)), tmp_path),
+            run_check(cli_env(TELEGRAM_BOT_TOKEN="123:abc", A1111_BASE_URL=url, A1111_AUTH="sd:wrong"), tmp_path),
+        )
+    await fake.aclose()
+    assert ok[0] == 0, ok
+    titles = [model["title"] for model in fake.models]
+    assert f"reachable; checkpoints: {', '.join(titles[:5])}" in ok[1]
+    assert "unreachable (auth: HTTP 401" in bad[1], bad[1]
+    assert AUTH[1] not in ok[1] + ok[2] + bad[1] + bad[2]
