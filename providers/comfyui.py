@@ -372,6 +372,7 @@ class ComfyUI(HttpProvider):
         """Out of the queue while it waits; interrupted while it runs (by
         its id, so a server that has moved on to someone else's prompt
         does not stop theirs)."""
+        self.events.unfollow(job_id)  # cancelled here already: no more reports of it
         running, places = await self._queue()
         if job_id in places:
             await self.call("/queue", lambda body: None, payload={"delete": [job_id]}, expect_body=False,

@@ -27,12 +27,12 @@ import struct
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from providers.errors import ProviderError
+from providers.errors import JobNotFound, ProviderError
 from providers.inprocess import JobListener
 from providers.types import JobState, JobStatus
 
@@ -56,6 +56,7 @@ class Followed:
     latest: JobState | None = None  # waiting to be reported
     reported_at: float = 0.0
     reporter: asyncio.Task[None] | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # cuts a progress pause short
 
 
 class Events:
@@ -76,6 +77,7 @@ class Events:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._queue_dirty = False
         self._queue_refresh: asyncio.Task[None] | None = None
+        self._failures = 0  # connection attempts failed in a row
 
     # ---- what the adapter asks -------------------------------------------------
 
@@ -84,9 +86,10 @@ class Events:
         return self._connected.is_set() and prompt_id in self._followed
 
     def follow(self, prompt_id: str) -> None:
+        """From now on (a rerun under the same id starts afresh)."""
         if len(self._followed) >= MAX_FOLLOWED:
             self._followed.pop(next(iter(self._followed)))
-        self._followed.setdefault(prompt_id, Followed())
+        self._followed[prompt_id] = Followed()
 
     def unfollow(self, prompt_id: str) -> None:
         self._followed.pop(prompt_id, None)
@@ -96,11 +99,14 @@ class Events:
         return JobState(status=JobStatus.RUNNING, progress=followed.progress if followed else None)
 
     async def connect(self) -> None:
-        """Start the socket (once per process) and give it a moment to open."""
+        """Start the socket (once per process) and give its first attempt a
+        moment to open. After a failed attempt nobody waits: the jobs are
+        polled until it is back (a proxy that refuses websockets)."""
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._run(), name="comfyui-events")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_SECONDS)
+        if self._failures == 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._connected.wait(), CONNECT_WAIT_SECONDS)
 
     async def aclose(self) -> None:
         tasks = [t for t in (self._runner, *self._tasks) if t is not None]
@@ -117,7 +123,6 @@ class Events:
     # ---- the socket ------------------------------------------------------------
 
     async def _run(self) -> None:
-        failures = 0
         while True:
             try:
                 if self._session is None:
@@ -130,9 +135,9 @@ class Events:
                     # Previews then carry their prompt's id.
                     await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
                     self._connected.set()
-                    if failures:
-                        log.info("comfyui: websocket back after %d failed attempt(s)", failures)
-                    failures = 0
+                    if self._failures:
+                        log.info("comfyui: websocket back after %d failed attempt(s)", self._failures)
+                    self._failures = 0
                     self._spawn(self._catch_up())  # what ended while we were away
                     async for message in ws:
                         if message.type == aiohttp.WSMsgType.TEXT:
@@ -144,8 +149,9 @@ class Events:
             except asyncio.CancelledError:
                 raise
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                if failures == 0:
-                    log.warning("comfyui: websocket lost (%s); reconnecting, polling meanwhile", type(exc).__name__)
+                if self._failures % 20 == 0:  # the first, then about every ten minutes
+                    log.warning("comfyui: no websocket (%s, %d attempt(s)); polling meanwhile",
+                                type(exc).__name__, self._failures + 1)
             except Exception:  # a bug in our reading must not end the socket for good
                 log.exception("comfyui: websocket reader crashed; reconnecting")
             finally:
@@ -153,8 +159,8 @@ class Events:
                     self._connected.clear()
                     if self._followed and self.on_lost is not None:
                         self._spawn(self.on_lost())  # what was pushed must be polled now
-            await asyncio.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
-            failures += 1
+            await asyncio.sleep(RECONNECT_DELAYS[min(self._failures, len(RECONNECT_DELAYS) - 1)])
+            self._failures += 1
 
     def _on_text(self, text: str) -> None:
         try:
@@ -243,8 +249,12 @@ class Events:
             return
         for prompt_id, state in states.items():
             followed = self._followed.get(prompt_id)
-            if followed is None or isinstance(state, ProviderError):
-                continue  # a prompt lost at the server: the poller finds out
+            if followed is None:
+                continue
+            if isinstance(state, ProviderError):
+                if isinstance(state, JobNotFound):
+                    self.unfollow(prompt_id)  # lost at the server: the poller finds out and runs it again
+                continue
             if state.status is JobStatus.QUEUED:
                 if state.queue_position == followed.place:
                     continue
@@ -262,6 +272,8 @@ class Events:
         if followed is None or self.listener is None:
             return
         followed.latest = state
+        if state.finished:
+            followed.ended.set()
         if followed.reporter is None or followed.reporter.done():
             followed.reporter = self._spawn(self._report(prompt_id, followed))
 
@@ -270,8 +282,9 @@ class Events:
         while followed.latest is not None:
             wait = followed.reported_at + REPORT_EVERY_SECONDS - time.monotonic()
             if wait > 0 and not followed.latest.finished:
-                await asyncio.sleep(wait)
-                continue  # maybe replaced meanwhile (by the end, even)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(followed.ended.wait(), wait)
+                continue  # maybe replaced meanwhile (by the end: at once)
             state, followed.latest = followed.latest, None
             followed.reported_at = time.monotonic()
             if state.finished:

@@ -126,10 +126,11 @@ class Workflow:
     def problems_on(self, object_info: Mapping[str, Any], checkpoints: list[str]) -> list[str]:
         """What a ComfyUI server (its GET /object_info) would refuse in this
         workflow, as validate_prompt does: unknown nodes, missing inputs,
-        values not in a list, no output node."""
+        links to outputs that are not there or of another type, values of
+        the wrong type, out of range or not in a list, no output node."""
         problems: list[str] = []
         has_output = False
-        filled = {(s.node, s.input) for s in self.slots}
+        slots = {(s.node, s.input): s for s in self.slots if not s.embedded}
         for node_id, node in self.graph.items():
             info = object_info.get(node["class_type"])
             where = f"node {node_id} ({node['class_type']})"
@@ -137,22 +138,49 @@ class Workflow:
                 problems.append(f"{where}: this ComfyUI has no such node (a custom node not installed?)")
                 continue
             has_output = has_output or bool(info.get("output_node"))
-            required = (info.get("input") or {}).get("required") or {}
-            for name, spec in required.items():
-                if name not in node["inputs"]:
-                    problems.append(f"{where}: the required input '{name}' is missing")
-                    continue
-                value = node["inputs"][name]
-                options = spec[0] if isinstance(spec, list) and spec else None
-                if (isinstance(options, list) and (node_id, name) not in filled
-                        and not isinstance(value, list) and value not in options):
-                    shown = ", ".join(map(str, options[:5])) or "none"
-                    problems.append(f"{where}: {name} '{value}' is not on this server (it has: {shown})")
+            declared = info.get("input") or {}
+            required = declared.get("required") or {}
+            specs = {**(declared.get("optional") or {}), **required}
+            problems += [f"{where}: the required input '{name}' is missing" for name in required if name not in node["inputs"]]
+            for name, value in node["inputs"].items():
+                spec = specs.get(name)
+                if isinstance(spec, list) and spec:
+                    problem = self._input_problem(object_info, spec, value, slots.get((node_id, name)))
+                    if problem:
+                        problems.append(f"{where}: {name} {problem}")
         if not has_output:
             problems.append("no output node (Save Image or Preview Image)")
         if "checkpoint" in self.names and not self.default("checkpoint") and not checkpoints:
             problems.append("$checkpoint: this ComfyUI has no checkpoint installed")
         return [f"{self.source}: {p}" for p in problems]
+
+    def _input_problem(self, object_info: Mapping[str, Any], spec: list[Any], value: Any, slot: Slot | None) -> str:
+        expected, options = spec[0], spec[1] if len(spec) > 1 and isinstance(spec[1], Mapping) else {}
+        if isinstance(value, list) and len(value) == 2 and isinstance(value[1], int):  # a link
+            source = self.graph.get(str(value[0])) or {}
+            outputs = (object_info.get(source.get("class_type")) or {}).get("output") or []
+            if not 0 <= value[1] < len(outputs):
+                return f"links to output {value[1]} of node {value[0]}, which has {len(outputs)}"
+            given = outputs[value[1]]
+            if isinstance(expected, str) and "*" not in (given, expected) and given != expected:
+                return f"takes {expected}, but node {value[0]} gives {given}"
+            return ""
+        if slot is not None:  # a placeholder: its type against the input's
+            kind = PLACEHOLDERS[slot.name]
+            fits = {"INT": kind is int, "FLOAT": kind in (int, float), "STRING": kind is str}.get(
+                expected if isinstance(expected, str) else "COMBO", kind is str)
+            return "" if fits else f"takes {expected if isinstance(expected, str) else 'a name from a list'}, not ${slot.name}"
+        if isinstance(expected, list):
+            if value not in expected:
+                return f"'{value}' is not on this server (it has: {', '.join(map(str, expected[:5])) or 'none'})"
+            return ""
+        if expected in ("INT", "FLOAT"):
+            if isinstance(value, bool) or not isinstance(value, int | float) or (expected == "INT" and not float(value).is_integer()):
+                return f"takes a number ({expected}), not {value!r}"
+            low, high = options.get("min"), options.get("max")
+            if (isinstance(low, int | float) and value < low) or (isinstance(high, int | float) and value > high):
+                return f"{value} is out of range ({low}..{high})"
+        return ""
 
 
 def random_seed() -> int:
@@ -195,6 +223,8 @@ def _slots(graph: Mapping[str, Any], source: str) -> Iterator[Slot]:
                 continue
             where = f"{source}: node {node_id} ({node['class_type']}) input '{name}'"
             match = WHOLE.fullmatch(value)
+            if match is None and WHOLE.fullmatch(value.strip()):
+                raise WorkflowError(f"{where}: {value!r} has spaces around the placeholder")
             if match is None:
                 for embedded in EMBEDDED.finditer(value):
                     yield Slot(node_id, name, embedded[1], embedded=True)

@@ -120,7 +120,13 @@ class StatusReporter:
             task.chat_id, preview, caption=text, parse_mode=ParseMode.HTML,
             reply_parameters=reply, message_thread_id=task.thread_id,
         )
-        await self.tasks.update(task.id, status_message_id=message.message_id)
+        fresh = await self.tasks.update(task.id, status_message_id=message.message_id)
+        if fresh is None or not fresh.status.active:
+            # The result went out meanwhile (and removed the old status):
+            # this picture must not stay behind as a stray status.
+            with contextlib.suppress(TelegramError):
+                await self.bot.delete_message(task.chat_id, message.message_id)
+            return
         self._photo_status.add(task.id)
         old = task.status_message_id
         try:
@@ -171,9 +177,11 @@ class StatusReporter:
     async def _flush(self, chat_id: int, interval: float) -> None:
         """Show the chat's skipped edits, one per interval, each from the
         task as it is then (one that ended meanwhile shows nothing)."""
+        again = False
         while True:
             wait = self._last_edit.get(chat_id, -interval) + interval - time.monotonic()
-            await asyncio.sleep(max(wait, 0.05))
+            # Put off again (Telegram busy): a whole interval, not a spin.
+            await asyncio.sleep(interval if again else max(wait, 0.05))
             waiting = [task_id for task_id, entry in self._deferred.items() if entry[0] == chat_id]
             if not waiting:
                 self._flushing.pop(chat_id, None)
@@ -185,6 +193,7 @@ class StatusReporter:
                 if (fresh is not None and fresh.status in ACTIVE_STATUSES and fresh.status_message_id is not None
                         and self._last_text.get(task_id) != text):
                     await self.show(fresh, text, preview=preview)
+            again = task_id in self._deferred
 
     async def aclose(self) -> None:
         for flushing in list(self._flushing.values()):

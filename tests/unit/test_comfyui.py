@@ -76,6 +76,7 @@ def test_prompt_inside_a_longer_text_and_defaults_of_the_model_size() -> None:
     (lambda g: g["3"]["inputs"].update(steps="$steps=many"), "the default of $steps is not a number"),
     (lambda g: g["8"]["inputs"].update(samples=["99", 0]), "links to node 99, which is not in the file"),
     (lambda g: g["8"].pop("class_type"), "node 8 has no class_type"),
+    (lambda g: g["3"]["inputs"].update(steps="$steps "), "'$steps ' has spaces around the placeholder"),
 ])
 def test_a_workflow_that_cannot_work_is_refused_with_the_reason(change: Any, reason: str) -> None:
     data = graph()
@@ -118,8 +119,18 @@ def test_what_the_server_would_refuse() -> None:
     data["4"]["inputs"]["ckpt_name"] = "$checkpoint"
     data["20"] = {"class_type": "FaceDetailer", "inputs": {}}
     del data["9"]
+    data["3"]["inputs"]["model"] = ["4", 7]  # a checkpoint loader has three outputs
+    data["8"]["inputs"]["vae"] = ["4", 1]  # its CLIP, not its VAE
+    data["3"]["inputs"]["cfg"] = 250.0
+    data["5"]["inputs"]["width"] = "$prompt"
     problems = parsed(data).problems_on(object_info(), [])
-    assert "mine.json: node 3 (KSampler): sampler_name 'dpmpp_9m' is not on this server (it has: euler" in problems[0]
+    for expected in ("node 3 (KSampler): model links to output 7 of node 4, which has 3",
+                     "node 8 (VAEDecode): vae takes VAE, but node 4 gives CLIP",
+                     "node 3 (KSampler): cfg 250.0 is out of range (0.0..100.0)",
+                     "node 5 (EmptyLatentImage): width takes INT, not $prompt"):
+        assert f"mine.json: {expected}" in problems, problems
+    assert any(p.startswith("mine.json: node 3 (KSampler): sampler_name 'dpmpp_9m' is not on this server (it has: euler")
+               for p in problems)
     assert "mine.json: node 20 (FaceDetailer): this ComfyUI has no such node (a custom node not installed?)" in problems
     assert "mine.json: no output node (Save Image or Preview Image)" in problems
     assert "mine.json: $checkpoint: this ComfyUI has no checkpoint installed" in problems
