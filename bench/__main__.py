@@ -18,7 +18,7 @@ import time
 import traceback
 from typing import Any
 
-from bench import delivery, harness, latency, policy, scale, throughput
+from bench import comfyui, delivery, harness, latency, policy, scale, throughput
 from bench.config import FULL, QUICK
 from bench.harness import REPO, RESULTS
 from bench.report import plot, rows_for, table, write_json
@@ -29,6 +29,7 @@ BENCHMARKS = {
     "lag": delivery.run,
     "scale": scale.run,
     "policy": policy.run,
+    "comfyui": comfyui.run,
 }
 
 

@@ -38,6 +38,10 @@ class Config:
     tick_rounds: int = 200
     scale_load_jobs: int = 40
 
+    # 7. comfyui: jobs queued at once, 5 s each at the fake (a short and a long queue)
+    comfyui_jobs: int = 20
+    comfyui_short_jobs: int = 5
+
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -59,4 +63,6 @@ QUICK = Config(
     lag_rate=2.0,
     tick_rounds=50,
     scale_load_jobs=10,
+    comfyui_jobs=8,
+    comfyui_short_jobs=3,
 )

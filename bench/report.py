@@ -145,6 +145,23 @@ def rows_for(results: dict[str, Any]) -> list[Row]:
     elif runs is not None:
         rows.append(Row("6 poll policy", "error", None, "", note=str(runs)[:100]))
 
+    comfy = results.get("comfyui")
+    if isinstance(comfy, dict) and "long" in comfy:
+        short, long = comfy["short"], comfy["long"]
+        n = long["jobs"]
+        rows += [
+            Row("7 comfyui", f"websockets for {n} queued jobs", long["websockets"], "", "= 1",
+                long["websockets"] == 1, note=f"{short['websockets']} for {short['jobs']}"),
+            Row("7 comfyui", f"HTTP requests per job, {n} queued", long["http_per_job"], "/job",
+                f"≤ {short['http_per_job'] * 1.25:.2f} (flat: {short['jobs']} queued × 1.25)",
+                check(long["http_per_job"], short["http_per_job"] * 1.25, inclusive=True),
+                note=", ".join(f"{r} {v}" for r, v in long["by_route_per_job"].items())),
+            Row("7 comfyui", "delivery lag after the engine finished (p95)", long["lag_p95_s"], "s", "< 0.5 s",
+                check(long["lag_p95_s"], 0.5), note=f"p50 {long['lag_p50_s']:.2f} s; {n} jobs of 5 s, one at a time"),
+        ]
+    elif comfy is not None:
+        rows.append(Row("7 comfyui", "error", None, "", note=str(comfy)[:100]))
+
     scale = results.get("scale")
     if isinstance(scale, dict) and "bot" in scale:
         bot = scale["bot"]
