@@ -96,11 +96,17 @@ class Delivery(StageLoop):
         if images is None:
             return
         already = [(i.idx, i.file_id, i.message_id) for i in images if i.file_id and i.message_id]
+        # Re-read: the status message may have been recorded, or replaced by
+        # a preview photo, after our lease.
+        fresh = await self.tasks.get(task.id)
+        status_message_id = fresh.status_message_id if fresh is not None else task.status_message_id
         try:
-            sent = await self.sender.send(
-                task, images, chat_id=task.chat_id, reply_to=task.request_message_id, thread_id=task.thread_id,
-                record_sent=lambda done: self.tasks.record_sent(task.id, done), already_sent=already,
-            )
+            async with self.outcomes.reporter.becoming_result(task.id):
+                sent = await self.sender.send(
+                    task, images, chat_id=task.chat_id, reply_to=task.request_message_id, thread_id=task.thread_id,
+                    record_sent=lambda done: self.tasks.record_sent(task.id, done), already_sent=already,
+                    in_place_of=status_message_id,
+                )
         except RetryAfter as exc:
             await self._retry_later(task, retry_after_seconds(exc))
             return
@@ -119,7 +125,10 @@ class Delivery(StageLoop):
         delivered = await self.tasks.mark_delivered(task.id, task.lease_token or "", sent)
         if delivered is not None:
             log.info("task %s delivered (%d image(s))", task.id, len(sent))
-            await self.outcomes.reporter.remove(delivered, current=True)
+            if status_message_id in {message_id for _, _, message_id in sent}:
+                self.outcomes.reporter.forget(task.id)  # the status is the result now
+            else:
+                await self.outcomes.reporter.remove(delivered, current=True)
 
     async def _send_description(self, task: Task, description: str) -> None:
         """/describe answers with words, not images."""

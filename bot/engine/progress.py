@@ -8,6 +8,8 @@ import contextlib
 import html
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
 
 from telegram import Bot, InputMediaPhoto, ReplyParameters
 from telegram.constants import ParseMode
@@ -20,6 +22,7 @@ from storage.tasks import TaskRepository
 
 log = logging.getLogger(__name__)
 
+RESULTS_KEPT = 10_000
 PRIVATE_EDIT_INTERVAL = 1.0
 GROUP_EDIT_INTERVAL = 3.0
 BAR_CELLS = 10
@@ -73,6 +76,10 @@ class StatusReporter:
         # Skipped edits, newest per task: (chat id, text, preview), shown later.
         self._deferred: dict[int, tuple[int, str, bytes | None]] = {}
         self._flushing: dict[int, asyncio.Task[None]] = {}  # chat id → its pending flush
+        # One change of a status message at a time; a status that became the
+        # result is never edited again (a late progress edit would undo it).
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._results: OrderedDict[int, None] = OrderedDict()  # task ids, the newest RESULTS_KEPT
 
     def acknowledged(self, task: Task, text: str) -> None:
         """The status message was just sent with ``text``: it counts as the
@@ -95,7 +102,34 @@ class StatusReporter:
             return
         self._deferred.pop(task.id, None)
         self._last_edit[task.chat_id] = now
-        self._last_text[task.id] = text
+        async with self._lock(task.id):
+            if task.id in self._results:
+                return
+            self._last_text[task.id] = text
+            await self._edit(task, text, preview)
+
+    @contextlib.asynccontextmanager
+    async def becoming_result(self, task_id: int) -> AsyncIterator[None]:
+        """While delivery turns the status message into the result: no
+        status edit runs meanwhile, nor after."""
+        async with self._lock(task_id):
+            self._results[task_id] = None
+            self._results.move_to_end(task_id)
+            while len(self._results) > RESULTS_KEPT:
+                self._results.popitem(last=False)
+            self._deferred.pop(task_id, None)
+            yield
+
+    def _lock(self, task_id: int) -> asyncio.Lock:
+        lock = self._locks.get(task_id)
+        if lock is None:
+            if len(self._locks) > RESULTS_KEPT:  # idle ones of finished tasks
+                for key in [k for k, v in self._locks.items() if not v.locked()]:
+                    del self._locks[key]
+            lock = self._locks[task_id] = asyncio.Lock()
+        return lock
+
+    async def _edit(self, task: Task, text: str, preview: bytes | None) -> None:
         try:
             if preview is not None and task.id not in self._photo_status:
                 await self._switch_to_photo(task, text, preview)
@@ -114,7 +148,18 @@ class StatusReporter:
             log.info("status edit for task %s failed: %s", task.id, type(exc).__name__)
 
     async def _switch_to_photo(self, task: Task, text: str, preview: bytes) -> None:
-        """A text message cannot become a photo: send the photo, drop the text."""
+        """The text status becomes a photo of the preview (editMessageMedia
+        adds media to a text message); where Telegram refuses, a photo is
+        sent and the text dropped."""
+        try:
+            await self.bot.edit_message_media(
+                InputMediaPhoto(preview, caption=text, parse_mode=ParseMode.HTML),
+                chat_id=task.chat_id, message_id=task.status_message_id,
+            )
+            self._photo_status.add(task.id)
+            return
+        except BadRequest as exc:
+            log.info("status of task %s not turned into a photo in place: %s", task.id, exc.message)
         reply = ReplyParameters(task.request_message_id, allow_sending_without_reply=True) if task.request_message_id else None
         message = await self.bot.send_photo(
             task.chat_id, preview, caption=text, parse_mode=ParseMode.HTML,

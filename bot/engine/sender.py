@@ -95,10 +95,13 @@ class ResultSender:
         thread_id: int | None = None,
         record_sent: RecordSent | None = None,
         already_sent: Sent = (),  # type: ignore[assignment]
+        in_place_of: int | None = None,
     ) -> Sent:
         """Send the result. For an album, ``record_sent`` notes it before the
         button message goes, and a retry passes it back as ``already_sent``,
-        so a failure in between never sends the album twice."""
+        so a failure in between never sends the album twice. A single photo
+        goes into message ``in_place_of`` (the status) where Telegram lets
+        it: the returned message id then is that one."""
         reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
         common = {"chat_id": chat_id, "reply_parameters": reply, "message_thread_id": thread_id}
         caption = self.caption(task)
@@ -111,15 +114,29 @@ class ResultSender:
                 keyboard = follow_up_keyboard(self.codec, task.id, follow_ups)
             else:
                 keyboard = single_keyboard(self.codec, task.id, task.language)
-            message = await self._single(task, images[0], caption, keyboard, common)
+            message = await self._single(task, images[0], caption, keyboard, common, in_place_of)
             return [(images[0].idx, file_id_of(message), message.message_id)]
         return await self._album(task, list(images), caption, common, record_sent, list(already_sent))
 
     async def _single(
-        self, task: Task, image: TaskImage, caption: str, keyboard: InlineKeyboardMarkup, common: dict
+        self, task: Task, image: TaskImage, caption: str, keyboard: InlineKeyboardMarkup, common: dict,
+        in_place_of: int | None = None,
     ) -> Message:
         extra = {"caption": caption, "parse_mode": ParseMode.HTML, "reply_markup": keyboard, "read_timeout": 60, "write_timeout": 60}
-        if fits_photo(image):
+        as_photo = fits_photo(image)
+        if as_photo and in_place_of is not None:
+            try:
+                edited = await self.bot.edit_message_media(
+                    InputMediaPhoto(_payload(image), caption=caption, parse_mode=ParseMode.HTML),
+                    chat_id=common["chat_id"], message_id=in_place_of, reply_markup=keyboard,
+                    read_timeout=60, write_timeout=60,
+                )
+                if isinstance(edited, Message):
+                    return edited
+            except BadRequest as exc:  # the status was deleted, or cannot be edited: a new message
+                log.info("task %s: status not turned into the result (%s); sending it", task.id, exc.message)
+                as_photo = not refused_as_photo(exc)
+        if as_photo:
             try:
                 return await self.bot.send_photo(photo=_payload(image), **common, **extra)
             except BadRequest as exc:

@@ -73,3 +73,18 @@ async def run_check(env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode(), err.decode()
+
+
+def first_text(message: StoredMessage) -> str:
+    """What a message said when it was sent: a status message becomes the
+    result in place, so its text now is the result's caption."""
+    if message.edits:
+        before = message.edits[0].before
+        return before.get("text") or before.get("caption") or ""
+    return message.text or message.caption or ""
+
+
+def texts_shown(message: StoredMessage) -> list[str]:
+    """Every text or caption the message showed, oldest first."""
+    shown = [e.before.get("text") or e.before.get("caption") or "" for e in message.edits]
+    return [*shown, message.text or message.caption or ""]

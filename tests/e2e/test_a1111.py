@@ -61,7 +61,7 @@ async def test_imagine_edit_and_upscale_with_progress_and_preview(tmp_path: Path
     assert img2img.init_images and img2img.prompt == "make it night"
     assert fake.max_concurrent_running == 1
     # The status showed the webui's progress and became its picture.
-    previews = [c for c in telegram.calls("sendPhoto", CHAT) if "▓" in (c.params.get("caption") or "")]
+    previews = [c for c in telegram.calls("editMessageMedia", CHAT) if "▓" in str(c.params.get("media"))]
     assert previews
     assert upscaled.photo
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 from tests.e2e.conftest import TOKEN, make_settings, running_bot
-from tests.e2e.helpers import photos, result_after
+from tests.e2e.helpers import first_text, photos, result_after
 from tests.fakes.telegram import FakeTelegram
 
 GROUP = -1001234567890
@@ -24,7 +24,7 @@ async def test_commands_for_other_bots_are_ignored_and_mentions_answered(tmp_pat
         telegram.user_message(GROUP, ALICE, "just chatting about foxes")
         mention = telegram.user_message(GROUP, ALICE, f"@{BOT} a red fox in the snow")
         status = await telegram.wait_for_message(GROUP)
-        result = await result_after(telegram, GROUP, status.message_id)
+        result = await result_after(telegram, GROUP, mention["message_id"])
         command = telegram.user_message(GROUP, BOB, f"/imagine@{BOT} a blue whale")
         second = await telegram.wait_for_message(GROUP, lambda m: m.photo and "blue whale" in m.caption, timeout=15)
         prompts = sorted(t.params["prompt"] for t in await bot.store.tasks.recent(ALICE) + await bot.store.tasks.recent(BOB))
@@ -33,6 +33,10 @@ async def test_commands_for_other_bots_are_ignored_and_mentions_answered(tmp_pat
     assert result.reply_to_message_id == mention["message_id"]
     assert second.reply_to_message_id == command["message_id"]
     assert "a red fox in the snow" in result.caption and f"@{BOT}" not in result.caption
+    # One message per job: the status became the result, nothing was deleted.
+    assert result.message_id == status.message_id
+    assert telegram.bot_messages(GROUP, include_deleted=True) == telegram.bot_messages(GROUP)  # nothing deleted
+    assert len(telegram.bot_messages(GROUP)) == 2
 
 
 async def test_reply_to_the_bots_image_edits_it(tmp_path: Path, telegram: FakeTelegram) -> None:
@@ -78,9 +82,9 @@ async def test_chinese_user_sees_chinese(tmp_path: Path, telegram: FakeTelegram)
         error = await telegram.wait_for_message(GROUP)
         telegram.user_message(GROUP, ALICE, f"/imagine@{BOT} 一只猫", language_code="zh-hans")
         status = await telegram.wait_for_message(GROUP, after_message_id=error.message_id)
-        result = await result_after(telegram, GROUP, status.message_id)
+        result = await result_after(telegram, GROUP, error.message_id)
     assert "整数" in error.text
-    assert "排队" in status.text or "绘制" in status.text
+    assert "排队" in first_text(status) or "绘制" in first_text(status)
     assert "任务 #1" in result.caption and "沙盒" in result.caption
     assert result.button_texts == ["⬆️ 放大", "🎲 变体", "🔄 重新生成"]
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from tests.e2e.conftest import ZHIQITE_APP_CODE, make_settings, running_bot
+from tests.e2e.helpers import texts_shown
 from tests.e2e.test_vendors import assert_no_secrets
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.zhiqite import FakeZhiqite
@@ -32,8 +33,9 @@ async def test_imagine_with_zhiqite_end_to_end(tmp_path: Path, telegram: FakeTel
         assert result.button_texts == ["⬆️ Upscale", "🎲 Vary", "🔄 Reroll"]
         width, height = result.photo[-1]["width"], result.photo[-1]["height"]
         assert abs(width / height - 16 / 9) < 0.05
-        # The status message goes once the result is out.
-        await telegram.wait_for(lambda: telegram.message(CHAT, status.message_id).deleted)
+        # One message per job: the status turned into the result, nothing deleted.
+        assert result.message_id == status.message_id and not result.deleted
+        assert result.edits[-1].method == "editMessageMedia"
 
         submits = vendor.api_requests("saas/sd/v2/text2image")
         assert len(submits) == 1
@@ -94,13 +96,14 @@ async def test_progress_is_shown_while_the_vendor_works(tmp_path: Path, telegram
     async with running_bot(settings):
         telegram.user_message(CHAT, USER, "/imagine slow painting")
         status = await telegram.wait_for_message(CHAT, lambda m: m.text and "slow painting" in m.text)
-        await telegram.wait_for_message(CHAT, lambda m: m.photo and m.reply_markup, timeout=20)
-    shown = [c.params.get("text") or c.params.get("caption") or "" for c in telegram.requests if c.chat_id == CHAT]
+        result = await telegram.wait_for_message(CHAT, lambda m: m.photo and m.reply_markup, timeout=20)
+    shown = texts_shown(result)
     assert any("▓" in text and "%" in text for text in shown), shown
-    # The vendor's intermediate image replaced the text status, and went with the result.
-    previews = [c for c in telegram.calls("sendPhoto", CHAT) if "▓" in (c.params.get("caption") or "")]
-    assert previews and all(telegram.message(CHAT, p.result["message_id"]).deleted for p in previews)
-    assert status.deleted or telegram.message(CHAT, status.message_id).deleted
+    # The vendor's intermediate image went into the status message, which then became the result.
+    previews = [c for c in telegram.calls("editMessageMedia", CHAT) if "▓" in str(c.params.get("media"))]
+    assert previews and all(p.params["message_id"] == status.message_id for p in previews)
+    assert result.message_id == status.message_id and not result.deleted
+    assert len(telegram.bot_messages(CHAT, include_deleted=True)) == 1
 
 
 async def test_chinese_user_gets_chinese_help_and_commands_in_both_languages(tmp_path: Path, telegram: FakeTelegram) -> None:
@@ -126,12 +129,12 @@ async def test_tasks_lists_the_users_tasks(tmp_path: Path, telegram: FakeTelegra
 
 
 async def test_telegram_429_on_send_photo_is_retried_once(tmp_path: Path, telegram: FakeTelegram) -> None:
-    telegram.fail_next("sendPhoto", error_code=429, retry_after=1)
+    telegram.fail_next("editMessageMedia", error_code=429, retry_after=1)
     async with running_bot(make_settings(tmp_path, telegram)):
         telegram.user_message(CHAT, USER, "/imagine patient fox")
         await telegram.wait_for_message(CHAT, lambda m: m.photo, timeout=20)
-        await telegram.wait_for(lambda: len(telegram.calls("sendPhoto")) >= 2)
-    assert len(photos(telegram, CHAT)) == 1
+        await telegram.wait_for(lambda: len(telegram.calls("editMessageMedia")) >= 2)
+    assert len(photos(telegram, CHAT)) == 1 and not telegram.calls("sendPhoto")
 
 
 async def test_vendor_callback_delivers_the_result(tmp_path: Path, telegram: FakeTelegram, zhiqite: tuple[FakeZhiqite, str]) -> None:
@@ -156,10 +159,12 @@ async def test_vendor_callback_delivers_the_result(tmp_path: Path, telegram: Fak
 
 
 async def test_a_photo_telegram_refuses_goes_as_a_document(tmp_path: Path, telegram: FakeTelegram) -> None:
-    telegram.fail_next("sendPhoto", error_code=400, description="Bad Request: PHOTO_INVALID_DIMENSIONS")
+    telegram.fail_next("editMessageMedia", error_code=400, description="Bad Request: PHOTO_INVALID_DIMENSIONS")
     async with running_bot(make_settings(tmp_path, telegram)):
         telegram.user_message(CHAT, USER, "/imagine a very long scroll")
         result = await telegram.wait_for_message(CHAT, lambda m: m.document is not None, timeout=15)
+        await telegram.wait_for(lambda: len(telegram.bot_messages(CHAT)) == 1)  # the status went
+    assert not telegram.calls("sendPhoto")  # refused as a photo once: not tried again
     assert result.document["file_name"].endswith(".png")
     assert "a very long scroll" in result.caption
     assert result.button_texts == ["⬆️ Upscale", "🎲 Vary", "🔄 Reroll"]

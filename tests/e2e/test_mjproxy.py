@@ -106,9 +106,11 @@ async def test_custom_zoom_waits_for_the_users_text(tmp_path: Path, telegram: Fa
         assert (question.reply_markup or {}).get("force_reply") is True
         answer = telegram.user_message(CHAT, USER, "a lone tree on a wide plain --zoom 1.8",
                                        reply_to_message_id=question.message_id)
-        await result_after(telegram, CHAT, answer["message_id"], timeout=20)
+        # The zoomed result goes into that job's own status message (sent before the question).
+        zoomed = await result_after(telegram, CHAT, upscaled.message_id, timeout=20)
         tasks = await settled(bot, USER)
     await fake.aclose()
+    assert zoomed.message_id < question.message_id < answer["message_id"]
     assert sorted(t.status.value for t in tasks) == ["delivered"] * 3
     [modal] = fake.api_requests("/mj/submit/modal")
     assert modal.body["prompt"] == "a lone tree on a wide plain --zoom 1.8"
@@ -163,7 +165,7 @@ async def test_without_callbacks_pending_tasks_share_a_batch_query_and_show_prev
     assert [t.status.value for t in tasks] == ["delivered"] * 3
     assert any(len(r.body["ids"]) >= 2 for r in fake.api_requests("list-by-condition"))
     # A status message became the vendor's in-progress picture.
-    previews = [c for c in telegram.calls("sendPhoto", CHAT) if "▓" in (c.params.get("caption") or "")]
+    previews = [c for c in telegram.calls("editMessageMedia", CHAT) if "▓" in str(c.params.get("media"))]
     assert previews
 
 

@@ -2532,7 +2532,7 @@ class FakeTelegram:
     def _editable(self, p: Params) -> tuple[ChatInfo, StoredMessage]:
         if p.has("inline_message_id"):
             raise bad_request("MESSAGE_ID_INVALID")
-        chat = self._chat(p)
+        chat = self._chat(p, sending=True)  # a user who blocked the bot refuses edits too
         message_id = p.int("message_id")
         if message_id is None:
             raise bad_request("message identifier is not specified")
@@ -2820,9 +2820,9 @@ class FakeTelegram:
         return self._apply_edit(msg, "editMessageReplyMarkup", reply_markup=markup)
 
     async def _edit_message_media(self, p: Params) -> dict[str, Any]:
+        """Bot API 7.x+: edits a message's media, "or adds media to text
+        messages" (the text is then gone; the caption is the new text)."""
         _, msg = self._editable(p)
-        if msg.kind == "text":
-            raise bad_request("there is no media in the message to edit")
         media = p.json("media")
         if not isinstance(media, dict) or media.get("type") not in ("photo", "document"):
             raise bad_request("can't parse InputMedia JSON object")
@@ -2843,12 +2843,12 @@ class FakeTelegram:
         else:
             old_unique = (msg.document or {}).get("file_unique_id")
         new_unique = stored[-1].file_unique_id
-        if (new_unique, caption, caption_entities, markup) == (
+        if msg.kind != "text" and (new_unique, caption, caption_entities, markup) == (
             old_unique, msg.caption, msg.caption_entities, msg.inline_markup
         ):
             raise ApiError(400, E_NOT_MODIFIED)
         return self._apply_edit(
-            msg, "editMessageMedia", photo=new_media if kind == "photo" else None,
+            msg, "editMessageMedia", text=None, entities=[], photo=new_media if kind == "photo" else None,
             document=new_media if kind == "document" else None, caption=caption or None,
             caption_entities=caption_entities, reply_markup=markup, upload=upload, upload_name=name,
             raw_text=media.get("caption"),

@@ -57,15 +57,16 @@ def assert_retry_after_honoured(telegram: FakeTelegram) -> None:
 
 async def test_429_is_honoured_on_sends_and_edits(tmp_path: Path, telegram: FakeTelegram) -> None:
     """The acknowledgement (sendMessage), the failure notice edited into the
-    status message (editMessageText) and the result (sendPhoto, four times in
-    a row: PTB's three retries run out and the engine reschedules) are each
+    status message (editMessageText) and the result edited into the status
+    (editMessageMedia, four times in a row: PTB's three retries run out and
+    the engine reschedules) are each
     answered 429 with retry_after; nothing is sent again earlier, and each
     user ends with exactly one outcome."""
     fake = FakeZhiqite(app_code=ZHIQITE_APP_CODE, queue_seconds=0.1, run_seconds=1.5, callback_delay_scale=0.02)
     fake.moderate_next()  # B's job ends with every image removed: a failure notice, edited into the status
     telegram.fail_next("sendMessage", 429, retry_after=1)
     telegram.fail_next("editMessageText", 429, retry_after=1)
-    telegram.fail_next("sendPhoto", 429, retry_after=1, times=4)
+    telegram.fail_next("editMessageMedia", 429, retry_after=1, times=4)
     async with serve(fake.app) as url:
         settings = {"zhiqite_app_code": ZHIQITE_APP_CODE, "zhiqite_base_url": url, "sandbox_enabled": True, "sandbox_job_seconds": 0.5}
         async with bot_with(tmp_path, telegram, **settings) as bot:
@@ -79,8 +80,8 @@ async def test_429_is_honoured_on_sends_and_edits(tmp_path: Path, telegram: Fake
     assert b_task.status.value == "failed" and b_task.error_kind == "rejected"
     assert sum(t("en", "fail_rejected") in text for text in texts(telegram, B)) == 1
     refused = {call.method for call, _ in retries_after_429(telegram)}
-    assert refused == {"sendMessage", "editMessageText", "sendPhoto"}, refused
-    assert len([c for c in telegram.calls("sendPhoto", A) if c.status == 429]) == 4
+    assert refused == {"sendMessage", "editMessageText", "editMessageMedia"}, refused
+    assert len([c for c in telegram.calls("editMessageMedia", A) if c.status == 429]) == 4
     assert_retry_after_honoured(telegram)
 
 
@@ -101,19 +102,20 @@ async def test_a_lost_acknowledgement_costs_the_status_message_not_the_task(tmp_
 async def test_flood_limits_are_honoured_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
     """Telegram's real flood control (the fake enforces it: ~1 message/s per
     private chat with short bursts, 20/min per group): three requests at once
-    in a private chat and three in a group make far more messages than that."""
+    in a private chat and five in a group make far more messages than that,
+    even at one message per job."""
     telegram = FakeTelegram(TOKEN, enforce_flood_limits=True)
     group = -100777
     async with telegram.serve(), running_bot(make_settings(tmp_path, telegram, max_active_tasks_per_user=5)) as bot:
-        for n in range(3):
+        for n in range(5):
             telegram.user_message(A, A, f"/imagine flood {n}")
             telegram.user_message(group, B, f"/imagine group flood {n}")
-        await telegram.wait_for(lambda: len(photos(telegram, A)) >= 3 and len(photos(telegram, group)) >= 3, timeout=25)
-        tasks = await final_task(bot, A, timeout=10, count=3) + await final_task(bot, B, timeout=10, count=3)
+        await telegram.wait_for(lambda: len(photos(telegram, A)) >= 5 and len(photos(telegram, group)) >= 5, timeout=40)
+        tasks = await final_task(bot, A, timeout=10, count=5) + await final_task(bot, B, timeout=10, count=5)
         await asyncio.sleep(0.5)
     assert telegram.calls(ok=False), "the fake never enforced a limit: the test proves nothing"
-    assert [t.status.value for t in tasks] == ["delivered"] * 6
-    assert len(photos(telegram, A)) == 3 and len(photos(telegram, group)) == 3
+    assert [t.status.value for t in tasks] == ["delivered"] * 10
+    assert len(photos(telegram, A)) == 5 and len(photos(telegram, group)) == 5
     assert_retry_after_honoured(telegram)
 
 
@@ -122,11 +124,13 @@ async def test_5xx_and_dropped_connections_on_send_photo_are_retried_once_delive
 ) -> None:
     """A's first sendPhoto never gets an answer (the connection is reset
     after the request was read, before Telegram handled it); B's is answered
-    by nginx with a 502 page. Both are retried and each lands exactly once."""
+    by nginx with a 502 page. Both are retried and each lands exactly once.
+    (The results go into the status messages: editMessageMedia; a result's
+    caption names its task, a progress preview's does not.)"""
     gate = Gate(telegram.app)
-    gate.answer_next("/sendPhoto", 502, {"Content-Type": "text/html"}, NGINX_502, marker="bad-gateway")
+    gate.answer_next("/editMessageMedia", 502, {"Content-Type": "text/html"}, NGINX_502, marker="task #2")
     async with serve(gate) as gated, ResetProxy(gated) as proxy:
-        proxy.reset_next("/sendPhoto", marker="dropped-line")
+        proxy.reset_next("/editMessageMedia", marker="task #1")
         async with bot_with(tmp_path, telegram, public=False, telegram_api_url=proxy.url) as bot:
             telegram.user_message(A, A, "/imagine a dropped-line harbour")
             telegram.user_message(B, B, "/imagine a bad-gateway harbour")
@@ -136,8 +140,10 @@ async def test_5xx_and_dropped_connections_on_send_photo_are_retried_once_delive
     assert len(proxy.resets) == 1 and len(gate.answered) == 1
     assert a_task.status.value == "delivered" and b_task.status.value == "delivered"
     assert len(photos(telegram, A)) == 1 and len(photos(telegram, B)) == 1
-    assert len(telegram.calls("sendPhoto", A)) == 1  # the reset one never reached Telegram
-    assert len(telegram.calls("sendPhoto", B)) == 1  # the 502 one was stopped at the gateway
+    results = {chat: [c for c in telegram.calls("editMessageMedia", chat) if c.params.get("reply_markup")] for chat in (A, B)}
+    assert len(results[A]) == 1  # the reset one never reached Telegram
+    assert len(results[B]) == 1  # the 502 one was stopped at the gateway
+    assert [m.message_id for m in telegram.bot_messages(A, include_deleted=True)] == [results[A][0].params["message_id"]]
 
 
 async def test_the_same_message_delivered_twice_starts_one_task(tmp_path: Path, telegram: FakeTelegram) -> None:
@@ -185,8 +191,8 @@ async def test_a_user_who_blocked_the_bot_does_not_wedge_it(tmp_path: Path, tele
         telegram.user_message(C, C, "/imagine and one more afterwards")  # the engine still works
         c_result = await result_after(telegram, C, 0, timeout=10)
     assert a_task.status.value == "failed" and a_task.error_kind == "cannot_deliver"
-    results_tried = [c for c in telegram.calls("sendPhoto", A) if c.params.get("reply_markup")]
-    assert len(results_tried) == 1  # a 403 is final: not retried (the other sendPhoto is a progress preview)
+    results_tried = [c for c in telegram.calls("editMessageMedia", A) if c.params.get("reply_markup")]
+    assert len(results_tried) == 1  # a 403 is final: not retried (the others are progress previews)
     assert not photos(telegram, A)
     assert b_result.photo and c_result.photo
 
