@@ -20,7 +20,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot.i18n import t
 
 MAX_CALLBACK_BYTES = 64
-_PATTERN = re.compile(r"a:([1-9][0-9]{0,14}):(u[1-4]|v[1-4]|r|U|V|n[0-9]{1,2}):([A-Za-z0-9_-]{8})")
+_PATTERN = re.compile(r"a:([1-9][0-9]{0,14}):(u[1-4]|v[1-4]|s[1-4]|r|U|V|A|n[0-9]{1,2}):([A-Za-z0-9_-]{8})")
 MAX_FOLLOW_UPS = 24  # a vendor's follow-up buttons shown at most
 
 
@@ -29,6 +29,8 @@ class Action(StrEnum):
     VARIATION = "v"
     REROLL = "r"
     NATIVE = "n"  # the vendor's own follow-up button number ``index`` (after an upscale)
+    SHOW = "s"  # image ``index`` of a grid we composed, at full size (no vendor call)
+    ALL = "A"  # every image of a grid we composed, as documents
 
 
 @dataclass(frozen=True)
@@ -54,9 +56,11 @@ class CallbackCodec:
     def encode(self, press: ButtonPress, single: bool = False) -> str:
         if press.action == Action.REROLL:
             code = "r"
+        elif press.action == Action.ALL:
+            code = "A"
         elif press.action == Action.NATIVE:
             code = f"n{press.index}"
-        elif single:
+        elif single and press.action in (Action.UPSCALE, Action.VARIATION):
             code = press.action.value.upper()
         else:
             code = f"{press.action.value}{press.index + 1}"
@@ -77,6 +81,8 @@ class CallbackCodec:
             return None
         if code == "r":
             return ButtonPress(task_id, Action.REROLL, 0)
+        if code == "A":
+            return ButtonPress(task_id, Action.ALL, 0)
         if code in ("U", "V"):
             return ButtonPress(task_id, Action(code.lower()), 0)
         if code[0] == "n":
@@ -96,6 +102,31 @@ def grid_keyboard(codec: CallbackCodec, task_id: int, count: int) -> InlineKeybo
     ]
     reroll = InlineKeyboardButton("🔄", callback_data=codec.encode(ButtonPress(task_id, Action.REROLL, 0)))
     return InlineKeyboardMarkup([upscale, [*vary, reroll]])
+
+
+def composed_grid_keyboard(codec: CallbackCodec, task_id: int, count: int, language: str) -> InlineKeyboardMarkup:
+    """Our own grid of separate images: U1..Un show image n at full size at
+    once, V1..Vn and 🔄 as usual, and 🗂 All sends the originals."""
+    show = [
+        InlineKeyboardButton(f"U{i + 1}", callback_data=codec.encode(ButtonPress(task_id, Action.SHOW, i)))
+        for i in range(count)
+    ]
+    vary = [
+        InlineKeyboardButton(f"V{i + 1}", callback_data=codec.encode(ButtonPress(task_id, Action.VARIATION, i)))
+        for i in range(count)
+    ]
+    reroll = InlineKeyboardButton("🔄", callback_data=codec.encode(ButtonPress(task_id, Action.REROLL, 0)))
+    everything = InlineKeyboardButton(t(language, "btn_all"), callback_data=codec.encode(ButtonPress(task_id, Action.ALL, 0)))
+    return InlineKeyboardMarkup([show, [*vary, reroll], [everything]])
+
+
+def image_keyboard(codec: CallbackCodec, task_id: int, index: int, language: str) -> InlineKeyboardMarkup:
+    """Under image ``index`` of a task's grid, shown at full size."""
+    def button(label: str, action: Action) -> InlineKeyboardButton:
+        return InlineKeyboardButton(t(language, label), callback_data=codec.encode(ButtonPress(task_id, action, index)))
+
+    reroll = InlineKeyboardButton(t(language, "btn_reroll"), callback_data=codec.encode(ButtonPress(task_id, Action.REROLL, 0)))
+    return InlineKeyboardMarkup([[button("btn_upscale", Action.UPSCALE), button("btn_vary", Action.VARIATION), reroll]])
 
 
 def single_keyboard(codec: CallbackCodec, task_id: int, language: str) -> InlineKeyboardMarkup:

@@ -393,6 +393,15 @@ class TaskRepository:
         row = await self.db.transaction(work)
         return Task.from_row(row) if row else None
 
+    async def drop_kept_originals(self, delivered_before: float) -> int:
+        """The bytes a delivered grid keeps of its originals, once old
+        enough (Telegram holds the grid; shown originals keep their file_id)."""
+        return await self.db.execute(
+            "UPDATE task_images SET data = NULL WHERE data IS NOT NULL AND task_id IN"
+            " (SELECT id FROM tasks WHERE status = 'delivered' AND delivered_at < ?)",
+            (delivered_before,),
+        )
+
     async def queue_position(self, task: Task) -> int:
         """1-based place among queued tasks that go before this one: older
         ones being handed to a vendor or due now, not those sleeping until

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 600.0
 LISTENER_RETRY_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)
+# A grid's originals (for U1–U4 and 🗂 All without the vendor) are kept this
+# long; after that U shows the quarter of the grid and V starts from it.
+KEEP_ORIGINALS_SECONDS = 24 * 3600
 STOP_SECONDS = 15.0
 ADMIN_REASONS = {"auth": "it rejected our credentials", "quota": "it says we are out of credit or quota"}
 
@@ -131,11 +134,13 @@ class Engine:
         await self.reporter.aclose()
 
     async def _housekeeping(self) -> None:
-        """Drop expired /media links and finished conversations now and then."""
+        """Drop expired /media links, finished conversations and the kept
+        originals of old grids now and then."""
         while True:
             try:
                 await self.store.media.purge_expired()
                 await self.store.flows.purge_expired()
+                await self.store.tasks.drop_kept_originals(time.time() - KEEP_ORIGINALS_SECONDS)
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_SECONDS)

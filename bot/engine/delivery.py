@@ -18,7 +18,7 @@ from bot.engine.downloads import DownloadError, fetch_image, inspect_image
 from bot.engine.loop import StageLoop
 from bot.engine.outcomes import Outcomes
 from bot.engine.progress import short_prompt
-from bot.engine.sender import ResultSender
+from bot.engine.sender import GRID_INDEX, ResultSender
 from bot.engine.timing import retry_delay
 from bot.i18n import t
 from storage.models import Task, TaskImage, TaskStatus
@@ -122,10 +122,19 @@ class Delivery(StageLoop):
             log.warning("task %s: sending failed: %s", task.id, exc)
             await self._retry_later(task)
             return
+        if sent and sent[0][0] == GRID_INDEX:
+            # The grid is ours: its file_id is the task's; the originals keep
+            # their bytes a while, for U1–U4 and 🗂 All.
+            _, file_id, message_id = sent[0]
+            await self.tasks.update(task.id, result_meta={**task.result_meta, "grid": {"file_id": file_id, "message_id": message_id}})
+            sent = []
         delivered = await self.tasks.mark_delivered(task.id, task.lease_token or "", sent)
         if delivered is not None:
-            log.info("task %s delivered (%d image(s))", task.id, len(sent))
-            if status_message_id in {message_id for _, _, message_id in sent}:
+            log.info("task %s delivered (%d image(s))", task.id, len(images))
+            if status_message_id in {message_id for _, _, message_id in sent} or (
+                status_message_id is not None
+                and (delivered.result_meta.get("grid") or {}).get("message_id") == status_message_id
+            ):
                 self.outcomes.reporter.forget(task.id)  # the status is the result now
             else:
                 await self.outcomes.reporter.remove(delivered, current=True)

@@ -1,10 +1,12 @@
-"""Putting a task's result into a chat: one photo with its keyboard, or an
-album plus one message carrying the buttons; a document when Telegram
-refuses the photo. Used by delivery (fresh bytes) and by /task (resending
+"""Putting a task's result into a chat: one photo with its keyboard; several
+separate images as one 2×2 grid photo (U1–U4 then show each original);
+an album of documents plus one message carrying the buttons when they
+cannot be photos; a document when Telegram refuses the photo. Used by delivery (fresh bytes) and by /task (resending
 stored file_ids, without the vendor)."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,9 +15,11 @@ from telegram import Bot, InlineKeyboardMarkup, InputMediaDocument, InputMediaPh
 from telegram.constants import ParseMode
 from telegram.error import BadRequest
 
+from bot.engine.grid import compose_grid
 from bot.engine.progress import short_prompt
 from bot.i18n import t
-from bot.keyboards import CallbackCodec, follow_up_keyboard, grid_keyboard, single_keyboard
+from bot.keyboards import (CallbackCodec, composed_grid_keyboard, follow_up_keyboard, grid_keyboard, image_keyboard,
+                           single_keyboard)
 from providers.registry import Registry
 from storage.models import Task, TaskImage
 
@@ -28,6 +32,7 @@ MAX_PHOTO_BYTES = 10 * 1024 * 1024
 PHOTO_REFUSALS = ("photo_invalid_dimensions", "image_process_failed", "file is too big", "photo_save_file_invalid")
 
 Sent = list[tuple[int, str, int]]  # (image index, Telegram file_id, message_id)
+GRID_INDEX = -1  # in Sent: the grid photo composed of the images, not one of them
 RecordSent = Callable[[Sent], Awaitable[None]]
 
 
@@ -116,7 +121,43 @@ class ResultSender:
                 keyboard = single_keyboard(self.codec, task.id, task.language)
             message = await self._single(task, images[0], caption, keyboard, common, in_place_of)
             return [(images[0].idx, file_id_of(message), message.message_id)]
+        grid = task.result_meta.get("grid")
+        if isinstance(grid, dict) and grid.get("file_id") and not already_sent:  # sent before (/task)
+            message = await self._grid_photo(task, len(images), TaskImage(
+                task.id, GRID_INDEX, None, None, "image/jpeg", None, None, None, str(grid["file_id"]), None,
+            ), caption, common, in_place_of)
+            return [(GRID_INDEX, file_id_of(message), message.message_id)]
+        if not already_sent and len(images) <= 4 and all(i.data is not None and fits_photo(i) for i in images):
+            data, width, height = await asyncio.to_thread(compose_grid, [i.data for i in images if i.data is not None])
+            composed = TaskImage(task.id, GRID_INDEX, None, data, "image/jpeg", width, height, None, None, None)
+            message = await self._grid_photo(task, len(images), composed, caption, common, in_place_of)
+            return [(GRID_INDEX, file_id_of(message), message.message_id)]
         return await self._album(task, list(images), caption, common, record_sent, list(already_sent))
+
+    async def _grid_photo(
+        self, task: Task, count: int, grid: TaskImage, caption: str, common: dict, in_place_of: int | None
+    ) -> Message:
+        keyboard = composed_grid_keyboard(self.codec, task.id, count, task.language)
+        return await self._single(task, grid, caption, keyboard, common, in_place_of)
+
+    async def send_original(
+        self, task: Task, image: TaskImage, *, chat_id: int, reply_to: int | None, thread_id: int | None
+    ) -> Message:
+        """Image ``image.idx`` of a grid at full size, with its own buttons
+        (upscale and vary that one at the vendor)."""
+        reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        common = {"chat_id": chat_id, "reply_parameters": reply, "message_thread_id": thread_id}
+        caption = t(task.language, "caption_image", number=image.idx + 1, caption=self.caption(task))[:CAPTION_LIMIT]
+        keyboard = image_keyboard(self.codec, task.id, image.idx, task.language)
+        return await self._single(task, image, caption, keyboard, common)
+
+    async def send_originals(
+        self, task: Task, images: Sequence[TaskImage], *, chat_id: int, reply_to: int | None, thread_id: int | None
+    ) -> list[Message]:
+        """Every image of a grid as a document: the files exactly as made."""
+        reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        common = {"chat_id": chat_id, "reply_parameters": reply, "message_thread_id": thread_id}
+        return await self._send_album(task, list(images), self.caption(task), common, as_photos=False)
 
     async def _single(
         self, task: Task, image: TaskImage, caption: str, keyboard: InlineKeyboardMarkup, common: dict,

@@ -1,4 +1,6 @@
-"""Result buttons: U1–U4 / ⬆️ upscale, V1–V4 / 🎲 variations, 🔄 reroll.
+"""Result buttons: U1–U4 / ⬆️ upscale, V1–V4 / 🎲 variations, 🔄 reroll;
+on a grid the bot composed of separate images, U1–U4 show that image at
+full size at once and 🗂 All sends the originals (no vendor call).
 
 Answered at once; the data is signed (keyboards.CallbackCodec) and checked
 against the task and chat it names; one task per (result, action, image)
@@ -11,12 +13,13 @@ import logging
 from typing import Any
 
 from telegram import CallbackQuery, Update
-from telegram.error import TelegramError
+from telegram.error import BadRequest, TelegramError
 from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from bot.handlers.common import Requester, requester
 from bot.handlers.submit import Request, acknowledge_soon, create_task
 from bot.i18n import pick_language, t
+from bot.engine.sender import file_id_of
 from bot.keyboards import Action, ButtonPress
 from bot.services import Services, services
 from providers.types import Capability, GenerationParams
@@ -63,6 +66,9 @@ def source_image(source: Task, images: list[TaskImage], index: int) -> dict[str,
         return None
     if 0 <= index < len(images) and images[index].file_id:
         return {"file_id": images[index].file_id, "mime": images[index].mime or "image/png"}
+    grid = source.result_meta.get("grid") or {}
+    if 0 <= index < min(4, len(images)) and grid.get("file_id"):  # our grid: that quarter of it
+        return {"file_id": grid["file_id"], "mime": "image/png", "cell": index}
     return None
 
 
@@ -141,7 +147,11 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if denied:
         await answer(query, t(language, "btn_not_allowed", who=t(language, denied)), alert=True)
         return
-    request = action_request(source, await svc.store.tasks.images(source.id), press)
+    images = await svc.store.tasks.images(source.id)
+    if press.action in (Action.SHOW, Action.ALL):
+        await show_originals(svc, query, source, images, press, language)
+        return
+    request = action_request(source, images, press)
     if request is None:
         await answer(query, t(language, "btn_invalid"), alert=True)
         return
@@ -158,6 +168,37 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     await answer(query, t(language, "btn_started", task_id=outcome.id))
     acknowledge_soon(svc, outcome, message)  # type: ignore[arg-type]
+
+
+async def show_originals(
+    svc: Services, query: CallbackQuery, source: Task, images: list[TaskImage], press: ButtonPress, language: str
+) -> None:
+    """What the vendor already made, from the task: one image (U1–U4: by its
+    file_id once shown, else its kept bytes) or all of them as documents."""
+    message = query.message
+    assert message is not None
+    wanted = images if press.action == Action.ALL else images[press.index:press.index + 1]
+    if not wanted or not source.result_meta.get("grid"):
+        await answer(query, t(language, "btn_invalid"), alert=True)
+        return
+    if any(image.data is None and (press.action == Action.ALL or image.file_id is None) for image in wanted):
+        await answer(query, t(language, "btn_originals_gone"), alert=True)
+        return
+    await answer(query, t(language, "btn_sending"))
+    where = {"chat_id": source.chat_id, "reply_to": message.message_id, "thread_id": source.thread_id}
+    try:
+        if press.action == Action.ALL:
+            await svc.engine.sender.send_originals(source, wanted, **where)
+            return
+        image = wanted[0]
+        if image.file_id is not None:  # shown before: Telegram has it
+            image = TaskImage(**{**image.__dict__, "data": None})
+        shown = await svc.engine.sender.send_original(source, image, **where)
+        await svc.store.tasks.record_sent(source.id, [(image.idx, file_id_of(shown), shown.message_id)])
+    except BadRequest as exc:
+        log.info("task %s: originals not sent: %s", source.id, exc.message)
+    except TelegramError as exc:
+        log.warning("task %s: originals not sent: %s", source.id, exc)
 
 
 async def unknown_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -67,6 +67,10 @@ MESSAGES: dict[str, str] = {
     "btn_upscale": "⬆️ Upscale",
     "btn_vary": "🎲 Vary",
     "btn_reroll": "🔄 Reroll",
+    "btn_all": "🗂 All, full size",
+    "caption_image": "U{number} · {caption}",
+    "btn_originals_gone": "These originals are no longer kept; V and 🔄 still work.",
+    "btn_sending": "Sending…",
     # Failures (by providers.errors kind, plus our own)
     "fail_rejected": "❌ The vendor refused this prompt or image (content rules). Try rewording it.",
     "fail_quota": "❌ The vendor is out of credit. The admins have been told; please try again later.",

@@ -21,17 +21,25 @@ async def grid(telegram: FakeTelegram, prompt: str = "four cats --n 4 --ar 3:2")
 async def test_u2_and_v3_on_a_grid(tmp_path: Path, telegram: FakeTelegram) -> None:
     async with running_bot(make_settings(tmp_path, telegram)) as bot:
         buttons = await grid(telegram)
-        telegram.press_button(CHAT, USER, buttons.message_id, text="U2")
-        upscaled = await result_after(telegram, CHAT, buttons.message_id)
+        [source] = await bot.store.tasks.recent(USER)
+        telegram.press_button(CHAT, USER, buttons.message_id, text="U2")  # the second image, at once
+        second = await telegram.wait_for_message(CHAT, lambda m: m.photo, after_message_id=buttons.message_id, timeout=10)
+        shown_tasks = await bot.store.tasks.recent(USER)
+        telegram.press_button(CHAT, USER, second.message_id, text="⬆️ Upscale")  # that one, at the vendor
+        upscaled = await result_after(telegram, CHAT, second.message_id)
         telegram.press_button(CHAT, USER, buttons.message_id, text="V3")
         varied = await telegram.wait_for_message(
             CHAT, lambda m: m.reply_markup and "U1" in m.button_texts, timeout=15, after_message_id=upscaled.message_id
         )
         tasks = {t.kind: t for t in await bot.store.tasks.recent(USER)}
-    album = photos(telegram, CHAT)[:4]
-    assert image_size(telegram, upscaled) == tuple(2 * side for side in image_size(telegram, album[1]))
+        originals = await bot.store.tasks.images(source.id)
+    assert len(shown_tasks) == 1  # U2 made no task: the image was there already
+    assert second.upload == originals[1].data and second.caption.startswith("U2 · ")
+    assert image_size(telegram, upscaled) == (2 * originals[1].width, 2 * originals[1].height)
     assert upscaled.button_texts == ["⬆️ Upscale", "🎲 Vary", "🔄 Reroll"]
     assert tasks["upscale"].source["index"] == 1 and tasks["variation"].source["index"] == 2
+    assert tasks["upscale"].inputs[0]["file_id"] == originals[1].file_id  # the original, not a quarter of the grid
+    assert tasks["variation"].inputs[0]["cell"] == 2  # never shown: the grid's third quarter
     assert tasks["variation"].parent_task_id == tasks["txt2img"].id
     assert varied.reply_markup is not None
     answers = [a.text for a in telegram.callback_answers]

@@ -100,7 +100,8 @@ async def test_flood_limits_are_never_hit(tmp_path: Path) -> None:
             for n in range(3):
                 telegram.user_message(GROUP, ALICE + n, f"/imagine@{BOT} group picture {n} --n 2", chat_title="Painters")
                 telegram.user_message(500 + n, 500 + n, f"/imagine private picture {n}")
-            await telegram.wait_for(lambda: len(photos(telegram, GROUP)) == 6, timeout=40)
+            # Each --n 2 job is one grid photo: its status message, edited.
+            await telegram.wait_for(lambda: len([m for m in photos(telegram, GROUP) if "U1" in m.button_texts]) == 3, timeout=40)
             await telegram.wait_for(lambda: all(photos(telegram, 500 + n) for n in range(3)), timeout=20)
             await asyncio.sleep(1)
     writes = [c for c in telegram.requests if c.method.startswith(("send", "edit", "delete"))]

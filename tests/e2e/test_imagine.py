@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tests.e2e.conftest import ZHIQITE_APP_CODE, make_settings, running_bot
-from tests.e2e.helpers import texts_shown
+from tests.e2e.helpers import image_size, texts_shown
 from tests.e2e.test_vendors import assert_no_secrets
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.zhiqite import FakeZhiqite
@@ -56,16 +56,34 @@ async def test_sandbox_when_no_vendor_is_configured(tmp_path: Path, telegram: Fa
     assert abs(result.photo[-1]["width"] / result.photo[-1]["height"] - 16 / 9) < 0.05
 
 
-async def test_four_images_arrive_as_album_with_grid_buttons(tmp_path: Path, telegram: FakeTelegram) -> None:
-    settings = make_settings(tmp_path, telegram)
-    async with running_bot(settings):
-        telegram.user_message(CHAT, USER, "/imagine lighthouse at dusk --n 4")
-        buttons = await telegram.wait_for_message(CHAT, lambda m: m.reply_markup and "U1" in m.button_texts, timeout=15)
-    album = photos(telegram, CHAT)
-    assert len(album) == 4
-    assert len({m.media_group_id for m in album}) == 1
-    assert buttons.button_texts == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "🔄"]
-    assert buttons.reply_to_message_id == album[0].message_id
+async def test_four_images_become_one_grid_and_u3_shows_the_third_at_once(
+    tmp_path: Path, telegram: FakeTelegram, zhiqite: tuple[FakeZhiqite, str]
+) -> None:
+    vendor, vendor_url = zhiqite
+    settings = make_settings(tmp_path, telegram, zhiqite_app_code=ZHIQITE_APP_CODE, zhiqite_base_url=vendor_url)
+    async with running_bot(settings) as bot:
+        request = telegram.user_message(CHAT, USER, "/imagine lighthouse at dusk --n 4")
+        grid = await telegram.wait_for_message(CHAT, lambda m: m.photo and "U1" in m.button_texts, timeout=15)
+        [task] = await bot.store.tasks.recent(USER)
+        originals = await bot.store.tasks.images(task.id)
+        vendor_calls = len(vendor.requests)
+        telegram.press_button(CHAT, USER, grid.message_id, text="U3")
+        third = await telegram.wait_for_message(CHAT, lambda m: m.photo, after_message_id=grid.message_id, timeout=10)
+        telegram.press_button(CHAT, USER, grid.message_id, text="🗂 All, full size")
+        await telegram.wait_for(lambda: len([m for m in telegram.bot_messages(CHAT) if m.document]) == 4, timeout=10)
+        calls_after = len(vendor.requests)
+    # One message for the job: the status became the 2×2 grid, with the buttons on it.
+    assert grid.reply_to_message_id == request["message_id"]
+    assert grid.button_texts == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "🔄", "🗂 All, full size"]
+    assert grid.edits and grid.edits[-1].method == "editMessageMedia"
+    width, height = image_size(telegram, grid)
+    assert (width, height) == (originals[0].width * 2, originals[0].height * 2) or max(width, height) == 2048
+    # U3 is the third original itself, at full size, with no vendor request.
+    assert third.upload == originals[2].data and third.reply_to_message_id == grid.message_id
+    assert third.button_texts == ["⬆️ Upscale", "🎲 Vary", "🔄 Reroll"] and third.caption.startswith("U3 · ")
+    assert calls_after == vendor_calls
+    documents = [m for m in telegram.bot_messages(CHAT) if m.document]
+    assert [m.upload for m in documents] == [o.data for o in originals]
 
 
 async def test_plain_text_in_private_chat_is_a_prompt(tmp_path: Path, telegram: FakeTelegram) -> None:

@@ -56,7 +56,8 @@ async def test_gpt_image_makes_several_images_in_one_call_without_response_forma
     [call] = fake.api_requests("/images/generations")
     assert call.headers["authorization"] == f"Bearer {KEY}"
     assert call.body == {"model": "gpt-image-1", "prompt": "a paper lantern", "n": 2, "size": "1536x1024"}
-    assert len(photos(telegram, CHAT)) == 2
+    [grid] = photos(telegram, CHAT)  # the two images as one grid, with U1 U2 V1 V2
+    assert grid.button_texts[:2] == ["U1", "U2"]
 
 
 async def test_dalle3_four_images_are_four_calls_and_the_revised_prompt_is_shown(
