@@ -175,5 +175,9 @@ async def start_task(svc: Services, message: Message, who: Requester, request: R
     if outcome is None:
         log.info("repeat of chat %s message %s ignored", message.chat_id, message.message_id)
         return None
+    if reacted:
+        # Telegram's message budget is what limits us now: the 👀 is the
+        # acknowledgement, and the result will be the job's only message.
+        return outcome
     acknowledge_soon(svc, outcome, message, reacted=reacted)
     return outcome

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from tests.e2e.conftest import ZHIQITE_APP_CODE, make_settings, running_bot
-from tests.e2e.helpers import image_size, texts_shown
+from tests.e2e.helpers import image_size, settled, texts_shown
 from tests.e2e.test_vendors import assert_no_secrets
 from tests.fakes.telegram import FakeTelegram
 from tests.fakes.zhiqite import FakeZhiqite
@@ -210,3 +210,29 @@ async def test_a_burst_past_telegrams_message_limit_is_acknowledged_by_reactions
         reaction = telegram.calls("setMessageReaction", user)[0]
         status = telegram.calls("sendMessage", user)[0]
         assert reaction.ok and reaction.timestamp < status.timestamp
+
+
+async def test_under_load_the_reaction_is_the_acknowledgement_and_the_result_the_only_message(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    """Seventy people at once: once Telegram's message budget holds messages
+    back, a request gets 👀 instead of a status message, and its result is the
+    only message of its job. Nobody is left without an answer, nobody gets two."""
+    users = list(range(920_001, 920_071))
+    settings = make_settings(tmp_path, telegram, sandbox_job_seconds=2.0)
+    async with running_bot(settings) as bot:
+        await telegram.wait_for(lambda: telegram.calls("getUpdates"))
+        requests = {user: telegram.user_message(user, user, f"/imagine a crowd, person {user}") for user in users[:40]}
+        await telegram.wait_for(lambda: len(telegram.calls("sendMessage")) >= 30, timeout=10)
+        requests |= {user: telegram.user_message(user, user, f"/imagine a crowd, person {user}") for user in users[40:]}
+        for user in users:
+            await telegram.wait_for_message(user, lambda m: bool(m.photo and m.reply_markup), timeout=40)
+        tasks = [task for user in users for task in await settled(bot, user)]
+    assert [t.status.value for t in tasks] == ["delivered"] * len(users)
+    quiet = [u for u in users if not telegram.calls("sendMessage", u)]
+    assert quiet, "the budget never held a message back: the test proves nothing"
+    for user in users:
+        messages = telegram.bot_messages(user, include_deleted=True)
+        assert len(messages) == 1, (user, [m.summary() for m in messages])  # one message per job, always
+        if user in quiet:  # no status message: the 👀 said "heard you"
+            assert telegram.message(user, requests[user]["message_id"]).bot_reactions == [{"type": "emoji", "emoji": "👀"}]

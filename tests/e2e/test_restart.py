@@ -84,6 +84,10 @@ async def test_sigkill_while_running_at_vendor_then_restart_delivers_once(
 
     assert bot.returncode == 0, (tmp_path / "bot.log").read_text()[-2000:]
     assert len(result_photos(telegram)) == 1
+    # One message for the job: the status the first process sent became the
+    # result the second process delivered; nothing was sent anew or deleted.
+    [only] = telegram.bot_messages(CHAT, include_deleted=True)
+    assert only.photo and only.inline_markup and not only.deleted
     assert len(vendor.api_requests("saas/sd/v2/text2image")) == 1
     with sqlite3.connect(database) as db:
         assert db.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall() == [("delivered", 1)]
