@@ -60,7 +60,8 @@ async def _run(jobs: int, first_chat: int) -> dict[str, Any]:
         lags = []
         for chat in chats:
             prompt = next(p for p in fake.prompts if f"bench comfy {chat} " in p.workflow["6"]["inputs"]["text"] + " ")
-            sent = next(c for c in telegram.calls("sendPhoto", chat) if c.params.get("reply_markup"))
+            sent = next(c for c in telegram.calls(None, chat)
+                        if c.method in ("sendPhoto", "editMessageMedia") and c.params.get("reply_markup"))
             assert prompt.finished_at is not None
             lags.append(sent.timestamp - prompt.finished_at)
     await fake.aclose()

@@ -202,8 +202,10 @@ class CallTracker:
                 still_open.append(call)
                 continue
             chat = call.chat_id if isinstance(call.chat_id, int) else None
+            # A result: a photo or file with its buttons, sent or edited into the
+            # status message (a preview edit carries no buttons), or an album.
             result = (
-                call.ok and call.method in ("sendPhoto", "sendDocument", "sendMediaGroup")
+                call.ok and call.method in ("sendPhoto", "sendDocument", "sendMediaGroup", "editMessageMedia")
                 and ("reply_markup" in call.params or call.method == "sendMediaGroup")
             )
             self.calls.append(Sent(call.timestamp, call.method, chat, call.ok, result))

@@ -8,7 +8,6 @@ per job. Targets: 0 with callbacks; with polling, no more than before."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import tempfile

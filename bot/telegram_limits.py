@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -30,6 +31,9 @@ T = TypeVar("T")
 # With this many messages waiting, a new one would wait about 0.1 s or more:
 # progress edits (best effort) are skipped.
 BACKLOG_FOR_PROGRESS = 3
+# Still "busy" this long after the last backlog: new requests are then
+# acknowledged by a reaction alone, and their result is their one message.
+BUSY_LINGER_SECONDS = 2.0
 
 
 def is_message_method(endpoint: str) -> bool:
@@ -43,6 +47,7 @@ class TelegramRateLimiter(AIORateLimiter):
         # asyncio task → its message requests not yet on the wire (a PTB
         # call runs inside the caller's task, so the task names the caller).
         self._queued: collections.Counter[asyncio.Task[Any] | None] = collections.Counter()
+        self._backlog_at = -BUSY_LINGER_SECONDS  # when messages last queued up
 
     @property
     def waiting(self) -> int:
@@ -51,8 +56,13 @@ class TelegramRateLimiter(AIORateLimiter):
 
     @property
     def busy(self) -> bool:
-        """A message sent now would wait for its slot noticeably."""
-        return self.waiting >= BACKLOG_FOR_PROGRESS
+        """A message sent now would wait for its slot noticeably, or did a
+        moment ago: under steady load the queue empties for an instant
+        between bursts, and "busy" should not flicker with it."""
+        if self.waiting >= BACKLOG_FOR_PROGRESS:
+            self._backlog_at = time.monotonic()
+            return True
+        return time.monotonic() - self._backlog_at < BUSY_LINGER_SECONDS
 
     def holds(self, task: asyncio.Task[Any]) -> bool:
         """True while a message sent by ``task`` waits for its slot."""
@@ -76,6 +86,8 @@ class TelegramRateLimiter(AIORateLimiter):
         caller = asyncio.current_task()
         queued = True
         self._queued[caller] += 1
+        if self.waiting >= BACKLOG_FOR_PROGRESS:
+            self._backlog_at = time.monotonic()
 
         def leave_queue() -> None:
             nonlocal queued
@@ -108,16 +120,19 @@ def telegram_busy(bot: Bot) -> bool:
     return isinstance(limiter, TelegramRateLimiter) and limiter.busy
 
 
-async def send_or_react(bot: Bot, send: Awaitable[T], react: Callable[[], Awaitable[object]]) -> T:
-    """Send a message; if Telegram's limits hold it back, ``react`` (say, put
-    a reaction on the request; best effort, it should not raise) while it
-    waits, so the user sees at once that the bot heard them."""
+async def send_or_react(bot: Bot, send: Awaitable[T], react: Callable[[], Awaitable[object]]) -> T | None:
+    """Send a message; if Telegram's limits hold it back, ``react`` instead
+    (say, put a reaction on the request; best effort, it should not raise)
+    and drop the message before it takes a slot: the budget is what limits
+    the bot now, and it goes to results. None when it reacted."""
     job = asyncio.ensure_future(send)
     try:
         await asyncio.sleep(0)  # the send runs until it is on the wire or queued for a slot
         limiter = getattr(bot, "rate_limiter", None)
         if isinstance(limiter, TelegramRateLimiter) and limiter.holds(job):
+            job.cancel()  # still queued: it never reaches Telegram
             await react()
+            return None
         return await job
     finally:
         if not job.done():

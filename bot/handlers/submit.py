@@ -108,9 +108,9 @@ async def create_task(
 
 async def acknowledge(svc: Services, task: Task, reply_to: Message, *, reacted: bool = False) -> None:
     """The task's status message, quoting the request. When Telegram's
-    message limit holds that message back, a 👀 reaction on the request
-    (not a message, so not held back) tells the user at once that it is in
-    (unless ``reacted`` already)."""
+    message limit would hold that message back, a 👀 reaction on the request
+    (not a message, so not held back) is the acknowledgement instead, and
+    the result will be the job's only message."""
     position = await svc.store.tasks.queue_position(task)
     text = status_text(task, "", queue_position=position)
     react = _no_reaction if reacted else (lambda: react_seen(reply_to))
@@ -119,6 +119,8 @@ async def acknowledge(svc: Services, task: Task, reply_to: Message, *, reacted: 
     except TelegramError as exc:
         # The task goes on without a status message; the result still comes.
         log.warning("task %s: status message not sent: %s", task.id, exc)
+        return
+    if ack is None:  # reacted instead
         return
     svc.engine.reporter.acknowledged(task, text)
     # A slow acknowledgement can arrive after the task already ended, when

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -193,23 +194,26 @@ async def test_a_burst_past_telegrams_message_limit_is_acknowledged_by_reactions
     tmp_path: Path, telegram: FakeTelegram
 ) -> None:
     """Forty people ask within the same instant: more status messages than
-    Telegram's 30 messages/s let out at once. Those that must wait for a
-    slot are preceded by a 👀 reaction on the request (not a message, so not
-    held back); everyone still gets the status message."""
+    Telegram's 30 messages/s let out at once. Those whose status would wait
+    for a slot get a 👀 reaction on the request instead (not a message, so
+    not held back); everyone gets one or the other at once."""
     users = list(range(910_001, 910_041))
     settings = make_settings(tmp_path, telegram, sandbox_job_seconds=30.0)
     async with running_bot(settings):
         await telegram.wait_for(lambda: telegram.calls("getUpdates"))
         requests = {user: telegram.user_message(user, user, f"/imagine a crowd, person {user}") for user in users}
         for user in users:
-            await telegram.wait_for_message(user, lambda m: bool(m.text and "a crowd" in m.text), timeout=10)
+            await telegram.wait_for(
+                lambda u=user: telegram.bot_messages(u) or telegram.message(u, requests[u]["message_id"]).bot_reactions,
+                timeout=10,
+            )
+        await asyncio.sleep(1.5)  # room for a held-back status to arrive after all (it must not)
     reacted = [user for user in users if telegram.message(user, requests[user]["message_id"]).bot_reactions]
     assert 3 <= len(reacted) < len(users), reacted  # only those held back, and some were
-    for user in reacted:
-        assert telegram.message(user, requests[user]["message_id"]).bot_reactions == [{"type": "emoji", "emoji": "👀"}]
-        reaction = telegram.calls("setMessageReaction", user)[0]
-        status = telegram.calls("sendMessage", user)[0]
-        assert reaction.ok and reaction.timestamp < status.timestamp
+    for user in users:
+        reactions = telegram.message(user, requests[user]["message_id"]).bot_reactions
+        statuses = telegram.calls("sendMessage", user)
+        assert (reactions, len(statuses)) in (([{"type": "emoji", "emoji": "👀"}], 0), ([], 1)), (user, reactions, statuses)
 
 
 async def test_under_load_the_reaction_is_the_acknowledgement_and_the_result_the_only_message(
