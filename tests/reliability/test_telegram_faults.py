@@ -56,12 +56,12 @@ def assert_retry_after_honoured(telegram: FakeTelegram) -> None:
 
 
 async def test_429_is_honoured_on_sends_and_edits(tmp_path: Path, telegram: FakeTelegram) -> None:
-    """The acknowledgement (sendMessage), the failure notice edited into the
-    status message (editMessageText) and the result edited into the status
+    """The acknowledgement (sendMessage), the failure notice or a progress
+    edit (editMessageText) and the result edited into the status
     (editMessageMedia, four times in a row: PTB's three retries run out and
-    the engine reschedules) are each
-    answered 429 with retry_after; nothing is sent again earlier, and each
-    user ends with exactly one outcome."""
+    the engine reschedules) are each answered 429 with retry_after; nothing
+    is sent again earlier, and each user ends with exactly one outcome. (An
+    acknowledgement Telegram holds back becomes a 👀 reaction instead.)"""
     fake = FakeZhiqite(app_code=ZHIQITE_APP_CODE, queue_seconds=0.1, run_seconds=1.5, callback_delay_scale=0.02)
     fake.moderate_next()  # B's job ends with every image removed: a failure notice, edited into the status
     telegram.fail_next("sendMessage", 429, retry_after=1)
@@ -81,7 +81,7 @@ async def test_429_is_honoured_on_sends_and_edits(tmp_path: Path, telegram: Fake
     assert b_task.status.value == "failed" and b_task.error_kind == "rejected"
     assert sum(t("en", "fail_rejected") in text for text in texts(telegram, B)) == 1
     refused = {call.method for call, _ in retries_after_429(telegram)}
-    assert refused == {"sendMessage", "editMessageText", "editMessageMedia"}, refused
+    assert {"sendMessage", "editMessageMedia"} <= refused <= {"sendMessage", "editMessageText", "editMessageMedia"}, refused
     # Four in a row (a progress preview may have drawn one of them: it is retried as well).
     assert len([c for c in telegram.calls("editMessageMedia") if c.status == 429]) == 4
     assert [c for c in telegram.calls("editMessageMedia", A) if c.params.get("reply_markup") and c.status == 200]
